@@ -1,0 +1,184 @@
+"""The command line over the engine: ``python -m rs_text_search index|search|similar|list``.
+
+Shares the on-disk cache with the QGIS plugin. Bad input gets one sentence on stderr and exit
+code 2; Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .core.errors import Cancelled, QueryError, RsTextSearchError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rs_text_search",
+                                     description="Natural-language search over remote-sensing rasters.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", default=None, help="model directory or name (default: the bundled model)")
+    model.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto",
+                       help="ONNX Runtime execution provider (auto: CUDA when it works, else CPU)")
+    model.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+    index = commands.add_parser("index", parents=[model], help="cut rasters into tiles and embed them")
+    index.add_argument("rasters", nargs="+", metavar="RASTER")
+    index.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (default: model input)")
+    index.add_argument("--overlap", type=float, default=0.0, help="fraction of a tile shared by neighbours")
+    index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
+    index.add_argument("--batch-size", type=int, default=32, help="tiles per encoder call")
+
+    query = argparse.ArgumentParser(add_help=False)
+    query.add_argument("--raster", action="append", default=[], help="search only this raster (repeatable)")
+    query.add_argument("--top-k", type=int, default=10)
+    query.add_argument("--min-score", type=float, default=None)
+    query.add_argument("--bbox", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"), default=None)
+    query.add_argument("--crs", default=None, help="CRS of --bbox and --at, e.g. EPSG:4326 (default: raster's)")
+    query.add_argument("--rerank", action="store_true", help="re-rank with query expansion")
+    query.add_argument("--out", default=None, help="write the results to this GeoPackage (.gpkg)")
+    query.add_argument("--not", dest="negative_texts", action="append", default=[], metavar="TEXT",
+                       help="text to steer away from (repeatable)")
+    query.add_argument("--not-tile", dest="negative_tiles", action="append", default=[], metavar="ID",
+                       help="tile to steer away from (repeatable)")
+
+    search = commands.add_parser("search", parents=[model, query], help="find tiles matching a text")
+    search.add_argument("text", nargs="+", help="what to look for (several texts are combined)")
+
+    similar = commands.add_parser("similar", parents=[model, query], help="find tiles like example tiles")
+    where = similar.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tile", action="append", metavar="ID", help="example tile id (repeatable)")
+    where.add_argument("--at", type=float, nargs=2, metavar=("X", "Y"), help="the tile under this point")
+
+    commands.add_parser("list", parents=[model], help="list the indexed rasters for the model")
+    return parser
+
+
+def _bands(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise RsTextSearchError(f"--bands takes band numbers separated by commas, not '{text}'.") from None
+
+
+def _index(args, model) -> int:
+    from tqdm import tqdm
+
+    from .core.indexing import build_index
+    from .core.sources import open_raster
+    from .core.tiling import GridSpec
+
+    grid = GridSpec(args.tile_size or model.image_size, args.overlap)
+    bands = _bands(args.bands)
+    sources = [open_raster(path, bands) for path in args.rasters]  # fail fast before any work
+    summary = []
+    for source in sources:
+        with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            if source.crs_wkt is None:
+                print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.",
+                      file=sys.stderr)
+            index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
+        summary.append({"raster": source.uri, "index": str(index.directory), "tiles": stats.tiles_total,
+                        "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,
+                        "skipped_constant": stats.tiles_skipped_constant, "resumed_from": stats.tiles_done_before,
+                        "seconds": round(stats.seconds, 2)})
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for row in summary:
+            print(f"{Path(row['raster']).name}: {row['embedded']} tiles embedded, {row['skipped_nodata']} nodata "
+                  f"and {row['skipped_constant']} constant skipped ({row['seconds']} s) -> {row['index']}")
+    return 0
+
+
+def _searcher(args, model):
+    from .core.index import list_indexes
+    from .core.search import Searcher
+
+    indexes = list_indexes(model_sha256=model.sha256)
+    if args.raster:
+        wanted = {str(Path(r).resolve()) for r in args.raster}
+        indexes = [i for i in indexes if str(Path(i.raster_uri).resolve()) in wanted]
+        if not indexes:
+            raise QueryError("None of the --raster files is indexed with this model; run 'index' first.")
+    if not indexes:
+        raise QueryError(f"Nothing is indexed with model '{model.name}' yet; run 'python -m rs_text_search index "
+                         "RASTER' first.")
+    return Searcher(model, indexes)
+
+
+def _query(args, model) -> int:
+    searcher = _searcher(args, model)
+    if args.command == "search":
+        texts, tiles, label = [" ".join(args.text)], [], " ".join(args.text)
+    else:
+        tiles = args.tile or [searcher.tile_at(args.at[0], args.at[1], args.crs)]
+        texts, label = [], "similar to " + ", ".join(tiles)
+    results = searcher.search(texts=texts, tiles=tiles, negative_texts=args.negative_texts,
+                              negative_tiles=args.negative_tiles, top_k=args.top_k, min_score=args.min_score,
+                              bbox=tuple(args.bbox) if args.bbox else None, bbox_crs=args.crs, rerank=args.rerank)
+    if args.out:
+        from .core.export import export_geopackage
+
+        export_geopackage(results, args.out, label, model.name, model.sha256)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return 0
+    print(f"{len(results)} results for: {label}  (model {model.name}, {model.provider})")
+    print(f"{'rank':>4}  {'score':>6}  {'tile_id':<24} {'raster':<32} centre (raster CRS)")
+    for r in results:
+        cx, cy = (r.bounds[0] + r.bounds[2]) / 2, (r.bounds[1] + r.bounds[3]) / 2
+        print(f"{r.rank:>4}  {r.score:6.3f}  {r.tile_id:<24} {r.raster_name[:32]:<32} {cx:.2f}, {cy:.2f}")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _list(args, model) -> int:
+    from .core.index import list_indexes
+
+    rows = [{"raster": i.raster_uri, "tiles": i.meta.get("counts", {}).get("embedded"), "grid": i.meta["grid"],
+             "index": str(i.directory)} for i in list_indexes(model_sha256=model.sha256)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for row in [] if args.json else rows:
+        print(f"{row['raster']}: {row['tiles']} tiles, tile {row['grid']['tile_size_px']} px -> {row['index']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        from .core.model import load_model
+
+        model = load_model(args.model, provider=args.provider)
+        if args.command == "index":
+            return _index(args, model)
+        if args.command == "list":
+            return _list(args, model)
+        return _query(args, model)
+    except Cancelled as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("Interrupted; every finished batch is kept and the next run resumes from there.", file=sys.stderr)
+        return 130
+    except (RsTextSearchError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,234 @@
+"""Index a raster: reader -> mapper -> writer, with progress, cancellation and resume.
+
+- reader (worker threads, one raster handle each): read a batch of windows at the model's input
+  size, mark empty tiles (all nodata / fully transparent, or constant), preprocess the rest;
+- mapper (calling thread): the image encoder (ONNX Runtime releases the GIL, so reading and
+  preprocessing the next batches overlap with encoding this one);
+- writer (calling thread): one SQLite transaction per batch, so Ctrl-C or a cancelled task keeps
+  every finished batch and the next run starts after it.
+
+Re-indexing an unchanged raster with the same model and grid returns the finished index at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import cache_root, index_key
+from .errors import Cancelled, RasterError
+from .index import META_VERSION, STATUS, TileIndex
+from .model import Model
+from .sources import RasterSource
+from .tiling import GridSpec, Tile, tile_grid, window_bounds
+
+__all__ = ["build_index", "IndexingStats", "DEFAULT_BATCH_SIZE", "DEFAULT_READERS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_READERS = 2
+CONSTANT_TOLERANCE = 1  # a tile whose valid pixels span at most this many grey levels per band is "constant"
+
+Progress = Callable[[int, int], None]  # (tiles done, tiles in the grid)
+
+
+@dataclass
+class IndexingStats:
+    tiles_total: int
+    tiles_embedded: int
+    tiles_skipped_nodata: int
+    tiles_skipped_constant: int
+    tiles_done_before: int  # already in the catalog when this run started (resume)
+    seconds: float
+    seconds_encoding: float
+
+
+@dataclass
+class _Batch:
+    tiles: list[Tile]
+    status: list[int]
+    pixels: np.ndarray  # preprocessed, only the tiles with status "embedded"
+
+
+def _classify(rgb: np.ndarray, valid: np.ndarray) -> int:
+    if not valid.any():
+        return STATUS["nodata"]
+    values = rgb[valid]
+    if int((values.max(axis=0).astype(int) - values.min(axis=0)).max()) <= CONSTANT_TOLERANCE:
+        return STATUS["constant"]
+    return STATUS["embedded"]
+
+
+def _grid_for(model: Model, grid: GridSpec | None) -> GridSpec:
+    return grid or GridSpec(tile_size_px=model.image_size)
+
+
+def index_folder(source: RasterSource, model: Model, grid: GridSpec, root: Path | None = None) -> Path:
+    key = index_key(source.identity(), model.sha256, grid.to_dict())
+    return (root or cache_root()) / "indexes" / key
+
+
+def _new_meta(source: RasterSource, model: Model, grid: GridSpec, key: str, shape: tuple[int, int]) -> dict:
+    return {
+        "version": META_VERSION,
+        "key": key,
+        "complete": False,
+        "raster": {"uri": source.uri, "name": source.name, "identity": source.identity(),
+                   "width": source.width, "height": source.height, "crs_wkt": source.crs_wkt,
+                   "transform": list(source.transform)},
+        "model": {"name": model.name, "sha256": model.sha256, "embed_dim": model.embed_dim,
+                  "image_size": model.image_size},
+        "grid": grid.to_dict(),
+        "grid_shape": list(shape),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def build_index(
+    source: RasterSource,
+    model: Model,
+    grid: GridSpec | None = None,
+    root: Path | None = None,
+    progress: Progress | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    readers: int = DEFAULT_READERS,
+) -> tuple[TileIndex, IndexingStats]:
+    """Index every tile of ``source`` with ``model``; resumes an interrupted run of the same key.
+
+    Raises ``Cancelled`` when ``is_cancelled()`` turns true (checked once per batch); what was
+    finished stays in the catalog. Returns the complete index and what this run did.
+    """
+    grid = _grid_for(model, grid)
+    started = time.perf_counter()
+    folder = index_folder(source, model, grid, root)
+    n_rows, n_cols, tiles = tile_grid(source.width, source.height, grid)
+    if (folder / "meta.json").is_file():
+        index = TileIndex.open(folder)
+        index.check_model(model.sha256)
+        if index.complete:
+            counts = index.counts()
+            stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"],
+                                  len(tiles), 0.0, 0.0)
+            if progress:
+                progress(len(tiles), len(tiles))
+            return index, stats
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        index = TileIndex(folder, _new_meta(source, model, grid, folder.name, (n_rows, n_cols)))
+        index.write_meta()
+
+    with index.connect() as db:
+        done = {r[0] for r in db.execute("SELECT id FROM tiles")}
+    todo = [t for t in tiles if t.index not in done]
+    log.info("indexing %s: %d tiles, %d already done", source.name, len(tiles), len(done))
+    encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
+                                   is_cancelled, batch_size, readers)
+    index.finalize()
+    counts = index.meta["counts"]
+    if counts["embedded"] == 0:
+        shutil.rmtree(folder, ignore_errors=True)  # an index with nothing in it is no use to keep
+        raise RasterError(f"'{source.name}' has no tile with image content (all nodata, transparent or constant).")
+    stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"], len(done),
+                          time.perf_counter() - started, encode_seconds)
+    return index, stats
+
+
+def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers):
+    local = threading.local()
+    handles: list[RasterSource] = []
+    handles_lock = threading.Lock()
+
+    def reader() -> RasterSource:
+        if not hasattr(local, "source"):
+            local.source = source.clone()
+            with handles_lock:
+                handles.append(local.source)
+        return local.source
+
+    def read_batch(batch_tiles: list[Tile]) -> _Batch:
+        src = reader()
+        status, kept = [], []
+        for tile in batch_tiles:
+            try:
+                rgb, valid = src.read_masked(tile.window, model.image_size)
+            except RasterError:
+                raise
+            except Exception as exc:  # GDAL raises several error types for damaged blocks
+                raise RasterError(f"Reading '{source.name}' failed at pixel window {tile.window} ({exc}).") from exc
+            code = _classify(rgb, valid)
+            status.append(code)
+            if code == STATUS["embedded"]:
+                kept.append(rgb)
+        pixels = model.preprocess(kept) if kept else np.zeros((0, 3, model.image_size, model.image_size),
+                                                               np.float32)
+        return _Batch(batch_tiles, status, pixels)
+
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    encode_seconds = 0.0
+    written = n_done
+    pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="rs-reader")
+    pending: deque = deque()
+    try:
+        batch_iter = iter(batches)
+        for batch_tiles in batch_iter:  # keep `readers + 1` batches in flight
+            pending.append(pool.submit(read_batch, batch_tiles))
+            if len(pending) > readers:
+                break
+        db = index.connect()
+        try:
+            while pending:
+                if is_cancelled and is_cancelled():
+                    raise Cancelled(f"Indexing of '{source.name}' was cancelled; {written} of {n_total} tiles "
+                                    "are kept and the next run resumes from there.")
+                batch = pending.popleft().result()
+                next_tiles = next(batch_iter, None)
+                if next_tiles is not None:
+                    pending.append(pool.submit(read_batch, next_tiles))
+                tick = time.perf_counter()
+                vectors = model.embed_preprocessed(batch.pixels) if len(batch.pixels) else None
+                encode_seconds += time.perf_counter() - tick
+                _write_batch(db, index, source, batch, vectors)
+                written += len(batch.tiles)
+                if progress:
+                    progress(written, n_total)
+        finally:
+            db.close()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for handle in handles:
+            handle.close()
+    return encode_seconds
+
+
+def _write_batch(db, index: TileIndex, source: RasterSource, batch: _Batch, vectors: np.ndarray | None) -> None:
+    transform = source.transform
+    bounds = [window_bounds(transform, t.window) for t in batch.tiles]
+    corners = [None] * len(bounds)
+    if source.crs_wkt:
+        xs = np.array([[b[0], b[2], b[2], b[0]] for b in bounds]).ravel()
+        ys = np.array([[b[3], b[3], b[1], b[1]] for b in bounds]).ravel()
+        lonlat = source.to_wgs84(xs, ys)
+        if lonlat is not None:
+            lon, lat = (np.round(a, 9).reshape(-1, 4) for a in lonlat)
+            corners = [json.dumps([[float(x), float(y)] for x, y in zip(lo, la)]) for lo, la in zip(lon, lat)]
+    rows, vector_iter = [], iter(vectors if vectors is not None else [])
+    for tile, code, box, corner in zip(batch.tiles, batch.status, bounds, corners):
+        blob = next(vector_iter).astype(np.float32).tobytes() if code == STATUS["embedded"] else None
+        w = tile.window
+        rows.append((tile.index, tile.row, tile.col, w.col_off, w.row_off, w.width, w.height, *box, corner, code, blob))
+    with db:  # one transaction per batch
+        db.executemany("INSERT OR REPLACE INTO tiles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)

@@ -1,0 +1,239 @@
+"""Raster sources: the ``RasterSource`` protocol and its rasterio implementation (headless).
+
+A source streams pixel windows as 8-bit RGB plus a validity mask and never reads the whole
+raster. Inside QGIS, ``rs_text_search.qgis.source`` implements the same protocol over a layer's
+data provider, so the plugin never loads rasterio's GDAL into the QGIS process.
+
+Band handling of the rasterio source (``bands`` overrides the choice):
+- 1 band: a palette is expanded to RGB; otherwise grey is repeated into R, G and B;
+- 2 bands: grey + alpha; other 2-band layouts are refused (say which bands to use);
+- 3+ bands: the bands whose colour interpretation is red, green, blue, else bands 1, 2, 3
+  (e.g. NAIP's R, G, B, NIR);
+- alpha bands, nodata values and internal masks make the validity mask;
+- bands that are not 8-bit are stretched to 0-255 between their 2nd and 98th percentile,
+  computed once from a decimated read (at most ``STRETCH_SAMPLE_PX`` pixels on the long side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import RasterError
+from .tiling import Window
+
+__all__ = ["RasterSource", "RasterioSource", "open_raster", "raster_identity", "PIXEL_TRANSFORM"]
+
+STRETCH_SAMPLE_PX = 1024
+STRETCH_PERCENTILES = (2.0, 98.0)
+HEADER_HASH_BYTES = 65536
+# Rasters without georeferencing are searched in pixel coordinates: x = column, y = row.
+PIXEL_TRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@runtime_checkable
+class RasterSource(Protocol):
+    """What the engine needs from a raster, whoever reads its pixels."""
+
+    uri: str  # path or provider URI; shown to users and stored in the catalog
+    name: str  # short display name
+    width: int  # pixels
+    height: int  # pixels
+    crs_wkt: str | None  # None: no CRS, coordinates are pixels
+    transform: tuple[float, float, float, float, float, float]  # GDAL geotransform
+
+    def identity(self) -> dict:
+        """What makes this raster's pixels what they are (cache key): path, size, mtime, header hash."""
+
+    def read_masked(self, window: Window, out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 HxWx3 RGB, bool HxW valid) for a window, resampled to out_size x out_size if given."""
+
+    def read(self, window: Window, out_size: int | None = None) -> np.ndarray:
+        """uint8 HxWx3 RGB of a window."""
+
+    def to_wgs84(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Longitudes and latitudes of points in the raster's CRS, or None without a CRS."""
+
+    def clone(self) -> RasterSource:
+        """An independent handle for another thread."""
+
+    def close(self) -> None: ...
+
+
+def raster_identity(path: str | os.PathLike) -> dict:
+    """Cheap identity of a raster file: absolute path, byte size, mtime (ns) and a hash of its header."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    with open(path, "rb") as handle:
+        header = hashlib.sha256(handle.read(HEADER_HASH_BYTES)).hexdigest()
+    return {"path": str(path), "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "header_sha256": header}
+
+
+@dataclass(frozen=True)
+class _BandPlan:
+    indexes: tuple[int, ...]  # 1-based rasterio band indexes read (1 or 3 of them)
+    palette: np.ndarray | None  # [256, 3] uint8 lookup for paletted rasters
+    stretch: np.ndarray | None  # [n, 2] (low, high) per band for non-8-bit data
+
+
+class RasterioSource:
+    """``RasterSource`` over a file (or any GDAL path) opened with rasterio."""
+
+    def __init__(self, path: str | os.PathLike, bands: tuple[int, ...] | None = None, _plan=None) -> None:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        self.uri = str(path)
+        self.name = Path(self.uri).stem
+        self._requested_bands = bands
+        self._lock = threading.Lock()
+        if not Path(self.uri).exists():
+            raise RasterError(f"'{self.uri}' does not exist.")
+        try:
+            with warnings.catch_warnings():  # a raster without georeferencing is fine: pixel coordinates
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.uri)
+        except RasterioIOError:
+            raise RasterError(f"'{self.uri}' is not a raster that GDAL can read.") from None
+        ds = self._ds
+        if ds.count == 0 or ds.width == 0 or ds.height == 0:
+            raise RasterError(f"'{self.uri}' has no pixels to index.")
+        self.width, self.height = ds.width, ds.height
+        self.crs_wkt = ds.crs.to_wkt() if ds.crs else None
+        georeferenced = ds.crs is not None and not ds.transform.is_identity
+        self.transform = tuple(ds.transform.to_gdal()) if georeferenced else PIXEL_TRANSFORM
+        if not georeferenced:
+            self.crs_wkt = None
+        self._plan = _plan or self._plan_bands(bands)
+        self._to_wgs84 = None
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs_wkt is not None
+
+    def _plan_bands(self, bands: tuple[int, ...] | None) -> _BandPlan:
+        from rasterio.enums import ColorInterp
+
+        ds = self._ds
+        interp = ds.colorinterp
+        if bands is not None:
+            bad = [b for b in bands if not 1 <= b <= ds.count]
+            if len(bands) not in (1, 3) or bad:
+                raise RasterError(
+                    f"Bands {list(bands)} cannot be used: '{self.name}' has bands 1 to {ds.count}; "
+                    "give one band (grey) or three (red, green, blue)."
+                )
+            indexes = tuple(bands)
+        elif ds.count == 1 or (ds.count == 2 and interp[1] == ColorInterp.alpha):
+            indexes = (1,)
+        elif ds.count == 2:
+            raise RasterError(
+                f"'{self.name}' has two bands and neither is alpha; say which band to show as grey "
+                "(--bands 1) or which three to use."
+            )
+        else:
+            rgb = [interp.index(c) + 1 if c in interp else None for c in (ColorInterp.red, ColorInterp.green,
+                                                                          ColorInterp.blue)]
+            indexes = tuple(rgb) if None not in rgb else (1, 2, 3)
+        palette = None
+        if len(indexes) == 1 and interp[indexes[0] - 1] == ColorInterp.palette:
+            table = ds.colormap(indexes[0])
+            palette = np.zeros((256, 3), dtype=np.uint8)
+            for value, rgba in table.items():
+                if 0 <= value < 256:
+                    palette[value] = rgba[:3]
+        stretch = None
+        if any(ds.dtypes[i - 1] != "uint8" for i in indexes) and palette is None:
+            stretch = self._percentile_stretch(indexes)
+        return _BandPlan(indexes, palette, stretch)
+
+    def _percentile_stretch(self, indexes: tuple[int, ...]) -> np.ndarray:
+        """Per-band (low, high) from a decimated read: overviews are used by GDAL when they exist."""
+        ds = self._ds
+        scale = min(1.0, STRETCH_SAMPLE_PX / max(ds.width, ds.height))
+        shape = (len(indexes), max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+        sample = ds.read(indexes, out_shape=shape, masked=True).astype(np.float64)
+        limits = np.zeros((len(indexes), 2))
+        for i, band in enumerate(sample):
+            values = band.compressed()
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise RasterError(f"'{self.name}' contains only nodata; there is nothing to index.")
+            limits[i] = np.percentile(values, STRETCH_PERCENTILES)
+        return limits
+
+    def identity(self) -> dict:
+        ident = raster_identity(self.uri)
+        ident["bands"] = list(self._plan.indexes)
+        return ident
+
+    def read_masked(self, window: Window, out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.enums import Resampling
+        from rasterio.errors import NodataShadowWarning
+        from rasterio.windows import Window as RioWindow
+
+        plan = self._plan
+        rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        out_h, out_w = (out_size, out_size) if out_size else (window.height, window.width)
+        shrinking = out_h < window.height
+        resampling = Resampling.average if shrinking else Resampling.bilinear
+        if plan.palette is not None:
+            resampling = Resampling.nearest  # palette indexes cannot be averaged
+        with self._lock, warnings.catch_warnings():  # one rasterio dataset handle is not thread-safe
+            warnings.simplefilter("ignore", NodataShadowWarning)  # nodata wins over alpha, as in GDAL
+            data = self._ds.read(plan.indexes, window=rio_window, out_shape=(len(plan.indexes), out_h, out_w),
+                                 resampling=resampling)
+            mask = self._ds.read_masks(plan.indexes[0], window=rio_window, out_shape=(out_h, out_w),
+                                       resampling=Resampling.nearest)
+        valid = mask > 0
+        if plan.palette is not None:
+            rgb = plan.palette[data[0]]
+        else:
+            if plan.stretch is not None:
+                data = _stretch(data, plan.stretch)
+            rgb = np.repeat(data, 3, axis=0) if data.shape[0] == 1 else data
+            rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
+        return rgb.astype(np.uint8, copy=False), valid
+
+    def read(self, window: Window, out_size: int | None = None) -> np.ndarray:
+        return self.read_masked(window, out_size)[0]
+
+    def to_wgs84(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.georeferenced:
+            return None
+        if self._to_wgs84 is None:
+            from pyproj import CRS, Transformer
+
+            self._to_wgs84 = Transformer.from_crs(CRS.from_wkt(self.crs_wkt), "EPSG:4326", always_xy=True)
+        lon, lat = self._to_wgs84.transform(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
+        return np.asarray(lon), np.asarray(lat)
+
+    def clone(self) -> RasterioSource:
+        return RasterioSource(self.uri, self._requested_bands, _plan=self._plan)
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def __enter__(self) -> RasterioSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stretch(data: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    low, high = limits[:, 0, None, None], limits[:, 1, None, None]
+    scaled = (data.astype(np.float32) - low) / np.maximum(high - low, 1e-12) * 255.0
+    return np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+
+
+def open_raster(path: str | os.PathLike, bands: tuple[int, ...] | None = None) -> RasterioSource:
+    """Open a raster file for indexing; raises RasterError with one clear sentence when it cannot."""
+    return RasterioSource(path, bands)

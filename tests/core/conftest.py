@@ -1,0 +1,52 @@
+"""Fixtures for the engine tests: small real GeoTIFFs written with rasterio from a fixed seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scenes"
+
+
+def write_geotiff(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633", nodata=None,
+                  origin=(500000.0, 4000000.0), pixel_m: float = 1.0, **profile) -> Path:
+    """Write [bands, H, W] to a tiled GeoTIFF (north-up, pixel_m metres per pixel)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    bands, height, width = data.shape
+    meta = dict(driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype, nodata=nodata,
+                crs=crs, transform=from_origin(*origin, pixel_m, pixel_m) if crs else None)
+    meta.update(profile)
+    with rasterio.open(path, "w", **meta) as dst:
+        dst.write(data)
+    return path
+
+
+def textured_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """[3, H, W] uint8 with smooth structure plus noise (not constant anywhere)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([(xx * 3) % 256, (yy * 2) % 256, ((xx + yy) * 5) % 256]).astype(np.int16)
+    return np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def rgb_tif(tmp_path) -> Path:
+    return write_geotiff(tmp_path / "rgb.tif", textured_rgb(100, 130))
+
+
+@pytest.fixture
+def scenes_dir() -> Path:
+    if not SCENES.is_dir():
+        pytest.skip(f"the shared scenes are not at {SCENES}")
+    return SCENES
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("RS_TEXT_SEARCH_CACHE", str(root))
+    return root
