@@ -245,11 +245,11 @@ class TileIndex:
         }
 
     def tiles_in_bounds(self, bounds: tuple[float, float, float, float]) -> np.ndarray:
-        """Tile indexes of embedded tiles whose bounds intersect ``bounds`` (raster CRS)."""
+        """Tile indexes of embedded tiles overlapping ``bounds`` (raster CRS; touching edges do not count)."""
         minx, miny, maxx, maxy = bounds
         with self.connect() as db:
             rows = db.execute(
-                "SELECT id FROM tiles WHERE status = ? AND maxx >= ? AND minx <= ? AND maxy >= ? AND miny <= ? "
+                "SELECT id FROM tiles WHERE status = ? AND maxx > ? AND minx < ? AND maxy > ? AND miny < ? "
                 "ORDER BY id", (STATUS["embedded"], minx, maxx, miny, maxy)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 

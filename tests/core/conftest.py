@@ -50,3 +50,32 @@ def cache(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "cache"
     monkeypatch.setenv("RS_TEXT_SEARCH_CACHE", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    """A second tiny model (another seed): its indexes must never mix with the first one's."""
+    pytest.importorskip("open_clip")
+    from training.testing import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("models") / "tiny-seed1", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from rs_text_search.core.model import load_model
+
+    return load_model(tiny_model_dir, provider="cpu")
+
+
+def tiles_raster(path: Path, tile_px: int, grid: list[list[int]], crs="EPSG:32633", **kw) -> Path:
+    """A raster made of tile_px squares; grid[r][c] is a seed for that tile's texture (-1: constant grey).
+
+    Tiles with the same seed are pixel-identical, so an encoder must give them the same embedding.
+    """
+    rows = []
+    for seeds in grid:
+        blocks = [np.full((3, tile_px, tile_px), 90, np.uint8) if s < 0 else
+                  np.random.default_rng(s).integers(0, 256, (3, tile_px, tile_px), dtype=np.uint8) for s in seeds]
+        rows.append(np.concatenate(blocks, axis=2))
+    return write_geotiff(path, np.concatenate(rows, axis=1), crs=crs, **kw)

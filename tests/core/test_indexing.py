@@ -1,0 +1,120 @@
+"""Indexing real GeoTIFFs with a real (tiny) ONNX model: counts, caching, resume, bad rasters."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from rs_text_search.core.errors import Cancelled, IndexMismatchError, RasterError
+from rs_text_search.core.index import TileIndex, list_indexes, make_faiss_index
+from rs_text_search.core.indexing import build_index
+from rs_text_search.core.search import Searcher
+from rs_text_search.core.sources import open_raster
+from rs_text_search.core.tiling import GridSpec
+from tests.core.conftest import tiles_raster, write_geotiff
+
+SEEDS = [[1, 2, 3, 4], [5, 6, -1, 7], [8, 1, 9, 10]]  # tile (2,1) repeats tile (0,0); (1,2) is constant
+
+
+def test_index_counts_skips_and_stores_every_tile(tmp_path, cache, tiny_model):
+    data = np.random.default_rng(0).integers(0, 256, (3, 96, 128), dtype=np.uint8)
+    data[:, :32, 96:] = 0  # one tile all nodata
+    data[:, 32:64, 64:96] = 40  # one tile constant
+    path = write_geotiff(tmp_path / "scene.tif", data, nodata=0)
+    with open_raster(path) as source:
+        index, stats = build_index(source, tiny_model, batch_size=4)
+    assert (stats.tiles_total, stats.tiles_embedded) == (12, 10)
+    assert (stats.tiles_skipped_nodata, stats.tiles_skipped_constant) == (1, 1)
+    assert index.complete and len(index) == 10
+    assert index.counts() == {"embedded": 10, "nodata": 1, "constant": 1}
+    record = index.records([5])[5]
+    assert record.window == (32, 32, 32, 32) and record.tile_id == index.tile_id(5)
+    assert record.bounds == (500032.0, 3999936.0, 500064.0, 3999968.0)
+    lon, lat = record.corners_lonlat[0]
+    assert 14.9 < lon < 15.1 and 36.0 < lat < 36.2
+    assert [i.directory for i in list_indexes(cache)] == [index.directory]
+
+
+def test_stored_vectors_equal_encoding_the_tiles_directly(tmp_path, cache, tiny_model):
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    with open_raster(path) as source:
+        index, _ = build_index(source, tiny_model)
+        direct = tiny_model.embed_images([source.read(index_window(index, t), 32) for t in (0, 4, 11)])
+    np.testing.assert_allclose(index.vectors([0, 4, 11]), direct, atol=1e-5)
+    np.testing.assert_allclose(index.vectors([0]), index.vectors([9]), atol=1e-6)  # identical pixels
+
+
+def index_window(index, tile_index):
+    from rs_text_search.core.tiling import Window
+
+    return Window(*index.records([tile_index])[tile_index].window)
+
+
+def test_reindexing_unchanged_raster_is_instant_and_changes_make_a_new_index(tmp_path, cache, tiny_model):
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    with open_raster(path) as source:
+        first, _ = build_index(source, tiny_model)
+        again, stats = build_index(source, tiny_model)
+        other_grid, _ = build_index(source, tiny_model, GridSpec(32, overlap=0.5))
+    assert again.directory == first.directory and stats.seconds == 0.0 and stats.tiles_done_before == 12
+    assert other_grid.directory != first.directory
+    tiles_raster(path, 32, [[s + 20 if s > 0 else s for s in row] for row in SEEDS])  # rewrite the pixels
+    with open_raster(path) as source:
+        changed, _ = build_index(source, tiny_model)
+    assert changed.directory != first.directory
+
+
+def test_cancel_keeps_finished_batches_and_resume_completes(tmp_path, cache, tiny_model):
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    calls = []
+
+    def cancel_after_two_batches():
+        calls.append(1)
+        return len(calls) > 2
+
+    with open_raster(path) as source, pytest.raises(Cancelled, match="resumes"):
+        build_index(source, tiny_model, batch_size=2, readers=1, is_cancelled=cancel_after_two_batches)
+    (folder,) = (cache / "indexes").iterdir()
+    with sqlite3.connect(folder / "catalog.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0] == 4
+    assert not TileIndex.open(folder).complete
+    seen = []
+    with open_raster(path) as source:
+        index, stats = build_index(source, tiny_model, batch_size=2, progress=lambda d, t: seen.append((d, t)))
+    assert stats.tiles_done_before == 4 and stats.tiles_embedded == 11
+    assert seen[0] == (6, 12) and seen[-1] == (12, 12)
+    with open_raster(path) as source:
+        fresh, _ = build_index(source, tiny_model, root=tmp_path / "other-cache")
+    np.testing.assert_allclose(index.vectors(list(range(6))), fresh.vectors(list(range(6))), atol=1e-6)
+
+
+def test_all_nodata_raster_is_refused_and_leaves_nothing(tmp_path, cache, tiny_model):
+    path = write_geotiff(tmp_path / "empty.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    with open_raster(path) as source, pytest.raises(RasterError, match="no tile with image content"):
+        build_index(source, tiny_model)
+    assert not any((cache / "indexes").iterdir())
+
+
+def test_index_of_another_model_is_never_mixed(tmp_path, cache, tiny_model, other_model_dir):
+    from rs_text_search.core.model import load_model
+
+    other = load_model(other_model_dir, provider="cpu")
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    with open_raster(path) as source:
+        index, _ = build_index(source, tiny_model)
+    with pytest.raises(IndexMismatchError, match="re-index"):
+        Searcher(other, [index])
+    assert list_indexes(cache, model_sha256=other.sha256) == []
+
+
+def test_hnsw_agrees_with_exact_search_on_clustered_vectors():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 32))
+    vectors = centres[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    queries = vectors[:100] + 0.05 * rng.normal(size=(100, 32)).astype(np.float32)
+    exact = make_faiss_index(vectors, approximate=False).search(queries, 10)[1]
+    approx = make_faiss_index(vectors, approximate=True).search(queries, 10)[1]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.95
+    assert type(make_faiss_index(vectors[:10])).__name__ == "IndexFlatIP"
