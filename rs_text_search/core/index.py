@@ -158,6 +158,11 @@ class TileIndex:
             rows = dict(db.execute("SELECT status, COUNT(*) FROM tiles GROUP BY status").fetchall())
         return {name: int(rows.get(code, 0)) for name, code in STATUS.items()}
 
+    def counts_total(self) -> int:
+        """Tiles in the catalog, whatever their status (0 for a run that wrote nothing yet)."""
+        with self.connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0])
+
     # -- faiss -----------------------------------------------------------------------------------
     def finalize(self) -> None:
         """Build index.faiss + ids.npy from the catalog's embeddings and mark the index complete."""

@@ -133,8 +133,13 @@ def build_index(
         done = {r[0] for r in db.execute("SELECT id FROM tiles")}
     todo = [t for t in tiles if t.index not in done]
     log.info("indexing %s: %d tiles, %d already done", source.name, len(tiles), len(done))
-    encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
-                                   is_cancelled, batch_size, readers)
+    try:
+        encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
+                                       is_cancelled, batch_size, readers)
+    except RasterError:
+        if not index.counts_total():
+            shutil.rmtree(folder, ignore_errors=True)  # nothing worth resuming: leave no trace
+        raise
     index.finalize()
     counts = index.meta["counts"]
     if counts["embedded"] == 0:
