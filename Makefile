@@ -28,3 +28,31 @@ demo: setup
 
 clean:
 	rm -rf build dist demo_output tests/artifacts .pytest_cache .ruff_cache
+
+# The installable plugin zip: the package (no tests, no training code), metadata.txt and the icon
+# inside the plugin folder, and the bundled model(s) under rs_text_search/resources/models/.
+PLUGIN := rs_text_search
+PLUGIN_VERSION = $(shell sed -n 's/^version=//p' metadata.txt)
+package:
+	rm -rf build/package dist/$(PLUGIN)-$(PLUGIN_VERSION).zip
+	mkdir -p build/package dist
+	cp -R $(PLUGIN) build/package/$(PLUGIN)
+	find build/package -name '__pycache__' -prune -exec rm -rf {} +
+	rm -rf build/package/$(PLUGIN)/tests build/package/$(PLUGIN)/training
+	cp metadata.txt icon.svg build/package/$(PLUGIN)/
+	mkdir -p build/package/$(PLUGIN)/resources/models
+	if [ -d resources/models ]; then cp -R resources/models/. build/package/$(PLUGIN)/resources/models/; fi
+	cd build/package && zip -q -r -X ../../dist/$(PLUGIN)-$(PLUGIN_VERSION).zip $(PLUGIN)
+	@echo "wrote dist/$(PLUGIN)-$(PLUGIN_VERSION).zip"
+
+# Development: link the working tree into a QGIS profile (QGIS_PROFILE=default, or set PLUGINS_DIR);
+# it replaces whatever is installed there as rs_text_search.
+QGIS_PROFILE ?= default
+PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+deploy:
+	mkdir -p "$(PLUGINS_DIR)"
+	rm -rf "$(PLUGINS_DIR)/$(PLUGIN)"
+	mkdir "$(PLUGINS_DIR)/$(PLUGIN)"
+	for entry in $(CURDIR)/$(PLUGIN)/* $(CURDIR)/metadata.txt $(CURDIR)/icon.svg; do \
+	  ln -s "$$entry" "$(PLUGINS_DIR)/$(PLUGIN)/"; done
+	@echo "linked $(CURDIR)/$(PLUGIN) into $(PLUGINS_DIR)/$(PLUGIN); restart QGIS or use Plugin Reloader"

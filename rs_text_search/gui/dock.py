@@ -1,0 +1,403 @@
+"""The search panel: query, limits, scope, results list with thumbnails, indexing and export.
+
+A thin client of ``Controller``: every button calls one controller method and every controller
+signal re-renders a part of the panel. Object names used by checks from outside: the dock
+``RsTextSearchDock``; ``queryEdit``, ``searchButton``, ``topKSpin``, ``resultsView``,
+``indexButton``, ``exportButton``, ``providerLabel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from qgis.core import Qgis, QgsProject, QgsVectorLayer
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QBrush, QColor, QIcon, QPixmap
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.search import SearchResult
+from .chooser import LayerChooser
+from .controller import Controller, LayerState
+from .layers import EXPORT_LAYER_NAME
+from .settings import NO_MIN_SCORE
+from .tasks import THUMBNAIL_PX
+
+__all__ = ["SearchDock", "DOCK_OBJECT_NAME"]
+
+DOCK_OBJECT_NAME = "RsTextSearchDock"
+SCOPE_ALL, SCOPE_EXTENT = 0, 1
+GOOD_BRUSH, BAD_BRUSH = QBrush(QColor(46, 160, 67, 60)), QBrush(QColor(218, 54, 51, 60))
+RESULT_ROLE = Qt.UserRole + 1
+
+
+class SearchDock(QgsDockWidget):
+    """The dock panel; ``installRequested`` and ``settingsRequested`` are handled by the plugin."""
+
+    installRequested = pyqtSignal()
+    settingsRequested = pyqtSignal()
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__("Text search in imagery", parent)
+        self.setObjectName(DOCK_OBJECT_NAME)
+        self.controller = controller
+        self.chooser: LayerChooser | None = None
+        body = QWidget(self)
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(6)
+        self._build_dependency_banner(layout)
+        self._build_query(layout)
+        self._build_results(layout)
+        self._build_indexing(layout)
+        self.setWidget(body)
+        self._connections = [
+            (controller.resultsChanged, self._render_results), (controller.marksChanged, self._render_marks),
+            (controller.indexingChanged, self._render_indexing), (controller.layersChanged, self._render_layers),
+            (controller.modelChanged, self._render_model), (controller.searchingChanged, self._render_searching),
+        ]
+        for signal, slot in self._connections:
+            signal.connect(slot)
+        self._render_model()
+        self._render_layers()
+        self._render_indexing()
+        self._render_results()
+
+    def disconnect_controller(self) -> None:
+        for signal, slot in self._connections:
+            with contextlib.suppress(TypeError, RuntimeError):
+                signal.disconnect(slot)
+        self._connections = []
+        if self.chooser is not None:
+            self.chooser.close()
+            self.chooser.deleteLater()
+            self.chooser = None
+
+    # -- building ------------------------------------------------------------------------------
+    def _build_dependency_banner(self, layout: QVBoxLayout) -> None:
+        self.dependencyBanner = QWidget()
+        row = QHBoxLayout(self.dependencyBanner)
+        row.setContentsMargins(0, 0, 0, 0)
+        missing = " and ".join(self.controller.missing)
+        text = QLabel(f"<b>{missing}</b> is missing from QGIS's Python: searching is off until it is installed.")
+        text.setWordWrap(True)
+        text.setStyleSheet("color: #9a3412;")
+        install = QPushButton("Install…")
+        install.setObjectName("installButton")
+        install.clicked.connect(self.installRequested)
+        row.addWidget(text, 1)
+        row.addWidget(install)
+        self.dependencyBanner.setVisible(bool(self.controller.missing))
+        layout.addWidget(self.dependencyBanner)
+
+    def _build_query(self, layout: QVBoxLayout) -> None:
+        row = QHBoxLayout()
+        self.queryEdit = QLineEdit()
+        self.queryEdit.setObjectName("queryEdit")
+        self.queryEdit.setPlaceholderText("Describe what to find, e.g. parking lot with cars")
+        self.queryEdit.setClearButtonEnabled(True)
+        self.queryEdit.returnPressed.connect(self._search)
+        self.searchButton = QPushButton("Search")
+        self.searchButton.setObjectName("searchButton")
+        self.searchButton.setDefault(True)
+        self.searchButton.clicked.connect(self._search)
+        row.addWidget(self.queryEdit, 1)
+        row.addWidget(self.searchButton)
+        layout.addLayout(row)
+
+        options = QHBoxLayout()
+        settings = self.controller.settings
+        self.topKSpin = QSpinBox()
+        self.topKSpin.setObjectName("topKSpin")
+        self.topKSpin.setRange(1, 1000)
+        self.topKSpin.setValue(settings.top_k)
+        self.topKSpin.setPrefix("top ")
+        self.topKSpin.setToolTip("How many tiles to return")
+        self.minScoreSpin = QDoubleSpinBox()
+        self.minScoreSpin.setObjectName("minScoreSpin")
+        self.minScoreSpin.setRange(NO_MIN_SCORE, 1.0)
+        self.minScoreSpin.setSingleStep(0.01)
+        self.minScoreSpin.setDecimals(2)
+        self.minScoreSpin.setSpecialValueText("any score")
+        self.minScoreSpin.setPrefix("score ≥ ")
+        self.minScoreSpin.setValue(settings.min_score)
+        self.minScoreSpin.setToolTip("Hide tiles whose similarity to the query is below this value")
+        self.scopeCombo = QComboBox()
+        self.scopeCombo.setObjectName("scopeCombo")
+        self.scopeCombo.addItems(["All indexed layers", "Current map extent"])
+        self.scopeCombo.setToolTip("Where to search")
+        self.topKSpin.valueChanged.connect(self._remember_limits)
+        self.minScoreSpin.valueChanged.connect(self._remember_limits)
+        options.addWidget(self.topKSpin)
+        options.addWidget(self.minScoreSpin)
+        options.addWidget(self.scopeCombo, 1)
+        layout.addLayout(options)
+
+    def _build_results(self, layout: QVBoxLayout) -> None:
+        self.summaryLabel = QLabel()
+        self.summaryLabel.setObjectName("summaryLabel")
+        self.summaryLabel.setWordWrap(True)
+        layout.addWidget(self.summaryLabel)
+        self.resultsView = QTreeWidget()
+        self.resultsView.setObjectName("resultsView")
+        self.resultsView.setColumnCount(4)
+        self.resultsView.setHeaderLabels(["Tile", "#", "Score", "Layer"])
+        self.resultsView.setRootIsDecorated(False)
+        self.resultsView.setUniformRowHeights(True)
+        self.resultsView.setAlternatingRowColors(True)
+        self.resultsView.setIconSize(QSize(THUMBNAIL_PX - 16, THUMBNAIL_PX - 16))
+        self.resultsView.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.resultsView.setContextMenuPolicy(Qt.CustomContextMenu)
+        header = self.resultsView.header()
+        header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.Stretch)
+        self.resultsView.itemClicked.connect(self._result_clicked)
+        self.resultsView.itemActivated.connect(self._result_clicked)
+        self.resultsView.customContextMenuRequested.connect(self._result_menu)
+        layout.addWidget(self.resultsView, 1)
+
+        self.refineBar = QWidget()
+        refine = QHBoxLayout(self.refineBar)
+        refine.setContentsMargins(0, 0, 0, 0)
+        self.marksLabel = QLabel()
+        self.refineButton = QPushButton("Refine search")
+        self.refineButton.setObjectName("refineButton")
+        self.refineButton.setToolTip("Search again with the good results as examples and away from the bad ones")
+        self.refineButton.clicked.connect(lambda: self.controller.refine(self._extent_only()))
+        clear = QToolButton()
+        clear.setText("Clear marks")
+        clear.clicked.connect(self._clear_marks)
+        refine.addWidget(self.marksLabel, 1)
+        refine.addWidget(clear)
+        refine.addWidget(self.refineButton)
+        layout.addWidget(self.refineBar)
+
+        row = QHBoxLayout()
+        self.keepCheck = QCheckBox("Keep results layer")
+        self.keepCheck.setObjectName("keepCheck")
+        self.keepCheck.setToolTip("Keep this results layer on the map when the next search runs")
+        self.keepCheck.toggled.connect(lambda on: setattr(self.controller, "keep_results", on))
+        self.exportButton = QPushButton("Export results…")
+        self.exportButton.setObjectName("exportButton")
+        self.exportButton.clicked.connect(lambda: self.export_results())
+        row.addWidget(self.keepCheck, 1)
+        row.addWidget(self.exportButton)
+        layout.addLayout(row)
+
+    def _build_indexing(self, layout: QVBoxLayout) -> None:
+        row = QHBoxLayout()
+        self.statusLabel = QLabel()
+        self.statusLabel.setObjectName("statusLabel")
+        self.indexButton = QPushButton("Index layers…")
+        self.indexButton.setObjectName("indexButton")
+        self.indexButton.setToolTip("Cut raster layers into tiles and embed them, so they can be searched")
+        self.indexButton.clicked.connect(self.choose_layers)
+        row.addWidget(self.statusLabel, 1)
+        row.addWidget(self.indexButton)
+        layout.addLayout(row)
+        progress_row = QHBoxLayout()
+        self.indexProgress = QProgressBar()
+        self.indexProgress.setObjectName("indexProgress")
+        self.indexProgress.setRange(0, 100)
+        self.indexProgress.setTextVisible(True)
+        self.cancelButton = QPushButton("Cancel")
+        self.cancelButton.setObjectName("cancelButton")
+        self.cancelButton.clicked.connect(self.controller.cancel_indexing)
+        progress_row.addWidget(self.indexProgress, 1)
+        progress_row.addWidget(self.cancelButton)
+        layout.addLayout(progress_row)
+        footer = QHBoxLayout()
+        self.providerLabel = QLabel()
+        self.providerLabel.setObjectName("providerLabel")
+        self.providerLabel.setStyleSheet("color: palette(mid);")
+        settings = QToolButton()
+        settings.setObjectName("settingsButton")
+        settings.setText("Settings…")
+        settings.setAutoRaise(True)
+        settings.clicked.connect(self.settingsRequested)
+        footer.addWidget(self.providerLabel, 1)
+        footer.addWidget(settings)
+        layout.addLayout(footer)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _extent_only(self) -> bool:
+        return self.scopeCombo.currentIndex() == SCOPE_EXTENT
+
+    def _remember_limits(self) -> None:
+        settings = self.controller.settings
+        settings.top_k, settings.min_score = self.topKSpin.value(), self.minScoreSpin.value()
+        settings.save()
+
+    def _search(self) -> None:
+        self._remember_limits()
+        self.controller.search_text(self.queryEdit.text(), self._extent_only())
+
+    def choose_layers(self) -> None:
+        """Open the layer chooser (one, several or all raster layers); OK starts indexing."""
+        if self.chooser is None:
+            self.chooser = LayerChooser(self)
+            self.chooser.accepted.connect(lambda: self.controller.index_layers(self.chooser.checked_layers()))
+        self.chooser.populate(self.controller.layer_states())
+        self.chooser.open()
+
+    def export_results(self, path: str | None = None) -> None:
+        if self.controller.results_layer() is None:
+            self.controller.message("There are no results to export; run a search first.", Qgis.Info)
+            return
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export results", "search_results.gpkg", "GeoPackage (*.gpkg)")
+            if not path:
+                return
+        written = self.controller.export(path, add_to_project=False)
+        if written is not None:
+            self._offer_to_add(str(written))
+
+    def _offer_to_add(self, path: str) -> None:
+        bar = self.controller.iface.messageBar()
+        item = bar.createMessage("RS Text Search", f"Results written to {path}.")
+        button = QPushButton("Add to map")
+        button.setObjectName("addExportButton")
+
+        def add() -> None:
+            layer = QgsVectorLayer(f"{path}|layername={EXPORT_LAYER_NAME}", Path(path).stem, "ogr")
+            QgsProject.instance().addMapLayer(layer)
+            bar.popWidget(item)
+
+        button.clicked.connect(add)
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Success, 10)
+
+    def _clear_marks(self) -> None:
+        for tile_id in list(self.controller.marks):
+            self.controller.mark(tile_id, 0)
+
+    def _selected_results(self) -> list[SearchResult]:
+        return [item.data(0, RESULT_ROLE) for item in self.resultsView.selectedItems()]
+
+    def _result_clicked(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        result = item.data(0, RESULT_ROLE)
+        if result is not None:
+            self.controller.show_result(result)
+
+    def result_menu(self, results: list[SearchResult]) -> QMenu:
+        """The context menu of the selected results (a separate method so tests can use it)."""
+        menu = QMenu(self.resultsView)
+        ids = [r.tile_id for r in results]
+        extent = self._extent_only()
+        menu.addAction("Find similar tiles", lambda: self.controller.find_similar(ids, extent))
+        menu.addSeparator()
+        menu.addAction("Mark as good example", lambda: [self.controller.mark(t, 1) for t in ids])
+        menu.addAction("Mark as bad example", lambda: [self.controller.mark(t, -1) for t in ids])
+        menu.addAction("Clear mark", lambda: [self.controller.mark(t, 0) for t in ids])
+        menu.addSeparator()
+        menu.addAction("Zoom to tile", lambda: self.controller.show_result(results[0]))
+        menu.addAction("Copy tile id", lambda: QApplication.clipboard().setText("\n".join(ids)))
+        return menu
+
+    def _result_menu(self, position) -> None:
+        results = self._selected_results()
+        if results:
+            self.result_menu(results).popup(self.resultsView.viewport().mapToGlobal(position))
+
+    # -- rendering -------------------------------------------------------------------------------
+    def _render_results(self) -> None:
+        controller = self.controller
+        self.resultsView.clear()
+        items = []
+        for result in controller.results:
+            item = QTreeWidgetItem(["", str(result.rank), f"{result.score:.3f}", result.raster_name])
+            image = controller.thumbnails.get(result.tile_id)
+            if image is not None and not image.isNull():
+                item.setIcon(0, QIcon(QPixmap.fromImage(image)))
+            item.setData(0, RESULT_ROLE, result)
+            item.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
+            item.setTextAlignment(2, Qt.AlignRight | Qt.AlignVCenter)
+            item.setToolTip(3, f"{result.raster}\ntile {result.tile_id}")
+            items.append(item)
+        self.resultsView.addTopLevelItems(items)
+        request = controller.request
+        if request is None:
+            self.summaryLabel.setText("Type a description and press Enter. Results appear here and on the map.")
+        else:
+            self.summaryLabel.setText(f"<b>{len(controller.results)}</b> tiles for <i>{request.label}</i>"
+                                      + (" in the map extent" if request.bbox else ""))
+        self.exportButton.setEnabled(bool(controller.results))
+        self._render_marks()
+
+    def _render_marks(self) -> None:
+        marks = self.controller.marks
+        for i in range(self.resultsView.topLevelItemCount()):
+            item = self.resultsView.topLevelItem(i)
+            mark = marks.get(item.data(0, RESULT_ROLE).tile_id, 0)
+            brush = GOOD_BRUSH if mark > 0 else BAD_BRUSH if mark < 0 else QBrush()
+            for column in range(4):
+                item.setBackground(column, brush)
+        good = sum(1 for v in marks.values() if v > 0)
+        bad = len(marks) - good
+        self.marksLabel.setText(f"{good} good, {bad} bad example{'s' if bad != 1 else ''}")
+        self.refineBar.setVisible(bool(marks))
+
+    def _render_searching(self, busy: bool) -> None:
+        self.searchButton.setEnabled(not busy)
+        self.searchButton.setText("Searching…" if busy else "Search")
+
+    def _render_indexing(self) -> None:
+        task = self.controller.index_task
+        running = task is not None
+        self.indexProgress.setVisible(running)
+        self.cancelButton.setVisible(running)
+        self.indexButton.setEnabled(not running and not self.controller.missing)
+        if running:
+            try:
+                self.indexProgress.setValue(int(task.progress()))
+                self.indexProgress.setFormat(f"{task.status_text} (%p%)")
+            except RuntimeError:  # the task object was deleted meanwhile
+                pass
+
+    def _render_layers(self) -> None:
+        states = self.controller.layer_states()
+        indexed = sum(1 for _, state in states if state == LayerState.INDEXED)
+        if not states:
+            text = "No raster layer in the project"
+        else:
+            text = f"{indexed} of {len(states)} raster layer{'s' if len(states) != 1 else ''} indexed"
+        self.statusLabel.setText(text)
+        self.statusLabel.setToolTip("\n".join(f"{layer.name()}: {state}" for layer, state in states))
+        searchable = indexed > 0 and not self.controller.missing
+        self.searchButton.setToolTip("" if searchable else "Index a raster layer first")
+
+    def _render_model(self) -> None:
+        model = self.controller.engine.loaded_model
+        if model is not None:
+            self.providerLabel.setText(f"Model {model.name} · runs on {model.provider.upper()}")
+            self.providerLabel.setToolTip(str(model.directory))
+            return
+        info = self.controller.model_info(quiet=True)
+        if info is None:
+            self.providerLabel.setText("No model found: choose one in Settings")
+        else:
+            self.providerLabel.setText(f"Model {info.name} · loads on first use")
+            self.providerLabel.setToolTip(str(info.directory))

@@ -1,0 +1,73 @@
+"""The settings dialog: model folder, execution provider, tile size and overlap.
+
+Edits a copy of ``PluginSettings``; OK hands it to the controller, which stores it in
+``QgsSettings`` and reloads the model on next use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
+
+from .settings import PROVIDERS, PluginSettings
+
+__all__ = ["OptionsDialog"]
+
+PROVIDER_LABELS = {"auto": "Auto (CUDA when it works, else CPU)", "cuda": "CUDA (GPU)", "cpu": "CPU"}
+
+
+class OptionsDialog(QDialog):
+    def __init__(self, settings: PluginSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("RsTextSearchOptions")
+        self.setWindowTitle("RS Text Search settings")
+        self._settings = replace(settings)
+        form = QFormLayout(self)
+        self.modelWidget = QgsFileWidget()
+        self.modelWidget.setObjectName("modelWidget")
+        self.modelWidget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.modelWidget.setFilePath(settings.model_dir)
+        self.modelWidget.lineEdit().setPlaceholderText("bundled model")
+        form.addRow("Model folder", self.modelWidget)
+        self.providerCombo = QComboBox()
+        self.providerCombo.setObjectName("providerCombo")
+        for provider in PROVIDERS:
+            self.providerCombo.addItem(PROVIDER_LABELS[provider], provider)
+        self.providerCombo.setCurrentIndex(PROVIDERS.index(settings.provider))
+        form.addRow("Runs on", self.providerCombo)
+        self.tileSpin = QSpinBox()
+        self.tileSpin.setObjectName("tileSpin")
+        self.tileSpin.setRange(0, 8192)
+        self.tileSpin.setSpecialValueText("model input size")
+        self.tileSpin.setSuffix(" px")
+        self.tileSpin.setValue(settings.tile_size_px)
+        form.addRow("Tile size", self.tileSpin)
+        self.overlapSpin = QDoubleSpinBox()
+        self.overlapSpin.setObjectName("overlapSpin")
+        self.overlapSpin.setRange(0.0, 0.9)
+        self.overlapSpin.setSingleStep(0.25)
+        self.overlapSpin.setValue(settings.overlap)
+        form.addRow("Tile overlap (fraction)", self.overlapSpin)
+        note = QLabel("A new tile size or overlap needs the layers indexed again; existing indexes are kept.")
+        note.setWordWrap(True)
+        form.addRow(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def settings(self) -> PluginSettings:
+        return replace(self._settings, model_dir=self.modelWidget.filePath().strip(),
+                       provider=self.providerCombo.currentData(), tile_size_px=self.tileSpin.value(),
+                       overlap=self.overlapSpin.value())

@@ -1,0 +1,176 @@
+"""The plugin object QGIS creates through ``classFactory``: ``initGui`` and ``unload`` are mirrors.
+
+``initGui`` checks dependencies first, then adds (in this order) the log handler, the controller,
+the dock, the actions with their menu entries and toolbar icons, the map tool and the canvas
+menu entry, and the Processing provider. ``unload`` removes the same objects in reverse order:
+docks with ``removeDockWidget`` + ``deleteLater``, menu entries under the identical title, the map
+tool, the provider and every signal connection, so loading and unloading leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction, QPushButton
+
+from . import deps
+from . import log as plugin_log
+from .controller import Controller
+from .deps_dialog import InstallDialog
+from .dock import SearchDock
+from .maptool import CanvasMenuHook, SimilarTileTool
+from .meta import PLUGIN_NAME, icon_path
+from .options import OptionsDialog
+from .processing.provider import RsTextSearchProvider
+
+__all__ = ["RsTextSearchPlugin", "MENU_TITLE"]
+
+log = logging.getLogger(__name__)
+
+MENU_TITLE = "&RS Text Search"
+
+
+class RsTextSearchPlugin:
+    """Created by ``classFactory(iface)``; holds nothing until ``initGui``."""
+
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.missing: list[str] = []
+        self.controller: Controller | None = None
+        self.dock: SearchDock | None = None
+        self.actions: list[QAction] = []
+        self.toolbar_actions: list[QAction] = []
+        self.map_tool: SimilarTileTool | None = None
+        self.menu_hook: CanvasMenuHook | None = None
+        self.provider: RsTextSearchProvider | None = None
+        self.dialogs: list = []
+        self._log_handler = None
+
+    # -- load ------------------------------------------------------------------------------------
+    def initGui(self) -> None:  # noqa: N802 - QGIS API
+        deps.activate()
+        self.missing = deps.missing_modules()
+        self._log_handler = plugin_log.install()
+        icon = QIcon(icon_path())
+        window, canvas = self.iface.mainWindow(), self.iface.mapCanvas()
+
+        self.controller = Controller(self.iface, self.missing)
+        self.dock = SearchDock(self.controller, window)
+        self.dock.installRequested.connect(self.show_install)
+        self.dock.settingsRequested.connect(self.show_settings)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+
+        panel = self.dock.toggleViewAction()
+        panel.setIcon(icon)
+        panel.setText("Text search panel")
+        similar = QAction("Find similar tiles (click the map)", window)
+        similar.setCheckable(True)
+        similar.setIcon(QgsApplication.getThemeIcon("/mActionIdentify.svg"))
+        similar.setToolTip("Click a tile on the map to find tiles that look like it")
+        index = QAction("Index raster layers…", window)
+        index.triggered.connect(self._index)
+        settings = QAction("Settings…", window)
+        settings.triggered.connect(self.show_settings)
+        self.actions = [panel, index, similar, settings]
+        if self.missing:
+            install = QAction("Install missing dependencies…", window)
+            install.triggered.connect(self.show_install)
+            self.actions.append(install)
+        for action in self.actions:
+            self.iface.addPluginToRasterMenu(MENU_TITLE, action)
+        self.toolbar_actions = [panel, similar]
+        for action in self.toolbar_actions:
+            self.iface.addRasterToolBarIcon(action)
+
+        self.map_tool = SimilarTileTool(canvas, self.controller.find_similar_at)
+        self.map_tool.setAction(similar)
+        similar.triggered.connect(self._toggle_tool)
+        self.menu_hook = CanvasMenuHook(canvas, self.controller.find_similar_at)
+
+        self.provider = RsTextSearchProvider(self.controller.engine, icon)
+        QgsApplication.processingRegistry().addProvider(self.provider)
+        if self.missing:
+            self._warn_missing()
+
+    # -- unload: initGui backwards -----------------------------------------------------------------
+    def unload(self) -> None:
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)  # deletes it
+            self.provider = None
+        canvas = self.iface.mapCanvas()
+        if self.menu_hook is not None:
+            self.menu_hook.disconnect()
+            self.menu_hook = None
+        if self.map_tool is not None:
+            if canvas.mapTool() is self.map_tool:
+                canvas.unsetMapTool(self.map_tool)
+            self.map_tool.deleteLater()
+            self.map_tool = None
+        for action in self.toolbar_actions:
+            self.iface.removeRasterToolBarIcon(action)
+        self.toolbar_actions = []
+        for action in self.actions:
+            self.iface.removePluginRasterMenu(MENU_TITLE, action)
+        for action in self.actions[1:]:  # the first is the dock's own toggle action, deleted with it
+            action.deleteLater()
+        self.actions = []
+        for dialog in self.dialogs:
+            dialog.close()
+            dialog.deleteLater()
+        self.dialogs = []
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.disconnect_controller()
+            self.dock.deleteLater()
+            self.dock = None
+        if self.controller is not None:
+            self.controller.shutdown()
+            self.controller.deleteLater()
+            self.controller = None
+        plugin_log.uninstall(self._log_handler)
+        self._log_handler = None
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _index(self) -> None:
+        self.dock.show()
+        self.dock.raise_()
+        self.dock.choose_layers()
+
+    def _toggle_tool(self, checked: bool) -> None:
+        canvas = self.iface.mapCanvas()
+        if checked:
+            canvas.setMapTool(self.map_tool)
+        elif canvas.mapTool() is self.map_tool:
+            canvas.unsetMapTool(self.map_tool)
+
+    def show_settings(self) -> None:
+        dialog = OptionsDialog(self.controller.settings, self.iface.mainWindow())
+        dialog.accepted.connect(lambda: self.controller.set_settings(dialog.settings()))
+        dialog.finished.connect(lambda _result: self._forget(dialog))
+        self.dialogs.append(dialog)
+        dialog.open()
+
+    def show_install(self) -> None:
+        dialog = InstallDialog(self.missing, self.iface.mainWindow())
+        dialog.finished.connect(lambda _result: self._forget(dialog))
+        self.dialogs.append(dialog)
+        dialog.open()
+
+    def _forget(self, dialog) -> None:
+        if dialog in self.dialogs:
+            self.dialogs.remove(dialog)
+            dialog.deleteLater()
+
+    def _warn_missing(self) -> None:
+        bar = self.iface.messageBar()
+        item = bar.createMessage(PLUGIN_NAME, f"{' and '.join(self.missing)} missing from QGIS's Python; the plugin "
+                                 "cannot index or search until it is installed.")
+        button = QPushButton("Install…")
+        button.setObjectName("rsInstallFromBar")
+        button.clicked.connect(self.show_install)
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Warning, 0)
+        log.warning("missing dependencies: %s", ", ".join(self.missing))
