@@ -117,8 +117,10 @@ class Controller(QObject):
 
     # -- layers and their indexes --------------------------------------------------------------
     def raster_layers(self) -> list[QgsRasterLayer]:
-        root = QgsProject.instance().layerTreeRoot()
-        ordered = [node.layer() for node in root.findLayers()]
+        """Raster layers of the project in layer-tree order (layers not in the tree last)."""
+        project = QgsProject.instance()
+        ordered = [node.layer() for node in project.layerTreeRoot().findLayers() if node.layer() is not None]
+        ordered += [layer for layer in project.mapLayers().values() if layer not in ordered]
         return [layer for layer in ordered if isinstance(layer, QgsRasterLayer)]
 
     def layer_states(self) -> list[tuple[QgsRasterLayer, str]]:

@@ -1,0 +1,69 @@
+"""Loading and unloading the plugin through classFactory leaves nothing behind, twice over."""
+
+from __future__ import annotations
+
+import pytest
+from qgis.core import QgsApplication, QgsProject
+from qgis.gui import QgsMapTool
+from qgis.PyQt.QtWidgets import QAction, QDockWidget, QWidget
+
+import rs_text_search
+from rs_text_search.gui.layers import RESULTS_PROPERTY
+
+from .conftest import flush_deletes
+
+pytestmark = pytest.mark.qgis
+
+
+def _snapshot(iface) -> dict:
+    """Everything a plugin could leave behind, counted."""
+    project = QgsProject.instance()
+    window, canvas = iface.mainWindow(), iface.mapCanvas()
+    return {
+        "docks": sorted(d.objectName() for d in window.findChildren(QDockWidget)),
+        "actions": len(window.findChildren(QAction)),
+        "widgets": len(window.findChildren(QWidget)),
+        "raster_menu": [a.text() for a in iface.raster_menu.actions()],
+        "toolbar": [a.text() for a in iface.raster_toolbar.actions()],
+        "map_tools": len(canvas.findChildren(QgsMapTool)),
+        "map_tool": canvas.mapTool(),
+        "canvas_items": len(canvas.items()),
+        "providers": sorted(p.id() for p in QgsApplication.processingRegistry().providers()),
+        "layers": sorted(project.mapLayers()),
+        "results_layers": [lid for lid, layer in project.mapLayers().items() if layer.customProperty(RESULTS_PROPERTY)],
+        "receivers": {name: project.receivers(getattr(project, name))
+                      for name in ("cleared", "layersAdded", "layersRemoved", "readProject")},
+        "canvas_menu_receivers": canvas.receivers(canvas.contextMenuAboutToShow),
+        "log_handlers": len(__import__("logging").getLogger("rs_text_search").handlers),
+    }
+
+
+def test_load_unload_twice_leaves_nothing_behind(iface, plugin_settings, cache, qtbot):
+    flush_deletes()
+    before = _snapshot(iface)
+    for _ in range(2):
+        plugin = rs_text_search.classFactory(iface)
+        plugin.initGui()
+        loaded = _snapshot(iface)
+        assert "RsTextSearchDock" in loaded["docks"]
+        assert any(a.menu() and a.menu().title() == "&RS Text Search" for a in iface.raster_menu.actions())
+        assert "rs_text_search" in loaded["providers"]
+        assert loaded["canvas_menu_receivers"] == before["canvas_menu_receivers"] + 1
+        assert loaded["receivers"]["layersAdded"] > before["receivers"]["layersAdded"]
+        plugin.iface.mapCanvas().setMapTool(plugin.map_tool)
+        plugin.unload()
+        flush_deletes()
+        after = _snapshot(iface)
+        assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+
+
+def test_dock_has_the_names_checks_rely_on(plugin, iface):
+    from qgis.PyQt.QtWidgets import QLabel, QLineEdit, QPushButton, QSpinBox, QTreeWidget
+
+    dock = iface.mainWindow().findChild(QDockWidget, "RsTextSearchDock")
+    assert dock is not None and dock.isVisible()
+    for kind, name in ((QLineEdit, "queryEdit"), (QPushButton, "searchButton"), (QSpinBox, "topKSpin"),
+                       (QTreeWidget, "resultsView"), (QPushButton, "indexButton"), (QPushButton, "exportButton"),
+                       (QLabel, "providerLabel")):
+        assert dock.findChild(kind, name) is not None, name
+    assert "tiny" in dock.findChild(QLabel, "providerLabel").text()
