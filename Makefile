@@ -17,11 +17,11 @@ $(STAMP): $(REQUIREMENTS) scripts/setup.sh
 	@touch $@
 
 test: setup
-	$(PY) -m ruff check rs_text_search training tests bench
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check rs_text_search training tests bench
+	$(PY) -m ruff check .
 
 demo: setup
 	$(PY) -m rs_text_search.demo $(if $(RASTER),--raster "$(RASTER)",) --shared "$(SHARED)"
