@@ -1,0 +1,75 @@
+"""Child process of figures 2 and 4: index one raster with the engine and report time and peak memory.
+
+Run as ``python -m bench.index_child --raster R --model M --root DIR [...]``. It loads the model,
+records its resident memory, runs ``build_index`` (readers -> ONNX encoder -> SQLite writer ->
+faiss) into a fresh cache folder, and prints one JSON line: tiles, seconds, tiles/s, the time
+spent in the encoder, and ``VmHWM`` (peak RSS) from ``/proc/self/status``. Running it in a fresh
+process makes the peak belong to this one indexing run only. ``--save-vectors`` writes the
+embeddings (``.npy``) for the search figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raster", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--root", required=True, help="cache root for the index (should be empty)")
+    parser.add_argument("--batch-size", type=int, default=0, help="0: the engine's DEFAULT_BATCH_SIZE")
+    parser.add_argument("--readers", type=int, default=0, help="0: the engine's DEFAULT_READERS")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, DEFAULT_READERS, build_index
+    from rs_text_search.core.model import load_model
+    from rs_text_search.core.sources import RasterioSource
+
+    from .common import current_rss_mib, peak_rss_mib
+
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    readers = args.readers or DEFAULT_READERS
+    model = load_model(args.model, provider="auto", threads=args.threads or None)
+    rss_after_load = current_rss_mib()
+    peak_after_load = peak_rss_mib()
+    started = time.perf_counter()
+    with RasterioSource(args.raster) as source:
+        index, stats = build_index(source, model, root=Path(args.root), batch_size=batch_size, readers=readers)
+    wall = time.perf_counter() - started
+    if args.save_vectors:
+        faiss_index, _ = index._load()  # the vectors the engine stored, in tile order
+        np.save(args.save_vectors, faiss_index.reconstruct_n(0, faiss_index.ntotal))
+    report = {
+        "raster": args.raster,
+        "provider": model.provider,
+        "batch_size": batch_size,
+        "readers": readers,
+        "ort_threads": args.threads or None,
+        "gdal_cachemax": os.environ.get("GDAL_CACHEMAX"),
+        "tiles_total": stats.tiles_total,
+        "tiles_embedded": stats.tiles_embedded,
+        "tiles_skipped": stats.tiles_skipped_nodata + stats.tiles_skipped_constant,
+        "seconds": round(wall, 3),
+        "seconds_encoding": round(stats.seconds_encoding, 3),
+        "tiles_per_s": round(stats.tiles_total / wall, 2),
+        "rss_after_model_load_mib": rss_after_load,
+        "peak_rss_after_model_load_mib": peak_after_load,
+        "peak_rss_mib": peak_rss_mib(),
+        "index_type": index.meta.get("index_type"),
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Render ``BENCHMARKS.md`` from ``bench/results.json`` (every run there, ``default`` first).
+
+Markdown only, no templates: one section per run with the machine, date, commit and the command
+to reproduce it, one table per figure, and a summary of the targets with pass or miss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODE_ORDER = ("default", "full", "quick", "tiny")
+FIGURE_TITLES = {
+    "encoder": "1. Encoder: engine (ONNX Runtime) vs torch eager",
+    "pipeline": "2. Pipeline efficiency: indexing vs encoder alone",
+    "script": "3. Engine vs the obvious user script",
+    "memory": "4. Peak memory while indexing",
+    "search": "5. Search latency and recall",
+}
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "**pass**", False: "**miss**", None: "–"}[passed]
+
+
+def _targets(figure: dict) -> list[str]:
+    rows = [[t["name"], t["value"], t["target"], _verdict(t["pass"])] for t in figure.get("targets", [])]
+    return _table(["measure", "value", "target", "result"], rows) if rows else []
+
+
+def _encoder(fig: dict) -> list[str]:
+    cpu, cuda = fig.get("cpu", {}), fig.get("cuda", {})
+
+    def rate(table: dict, key: str) -> float | None:
+        return table.get(key, {}).get("per_s")
+
+    rows = [[f"CPU, batch {b}", rate(cpu, f"engine_b{b}"), rate(cpu, f"torch_b{b}"), fig["ratios"].get(f"cpu_b{b}")]
+            for b in (1, 32)]
+    for precision in ("fp32", "fp16"):
+        for b in (1, 32):
+            if f"engine_{precision}_b{b}" in cuda or f"torch_{precision}_b{b}" in cuda:
+                rows.append([f"CUDA {precision}, batch {b}", rate(cuda, f"engine_{precision}_b{b}"),
+                             rate(cuda, f"torch_{precision}_b{b}"), fig["ratios"].get(f"cuda_{precision}_b{b}")])
+    lines = _table(["case", "engine images/s", "torch eager images/s", "engine / torch"], rows)
+    extra = [[name, value["per_s"], ", ".join(_fmt(r) for r in value["rounds"])] for name, value in cpu.items()]
+    lines += ["Every CPU case (median of interleaved rounds; each round's rate shown):", ""]
+    lines += _table(["case", "images/s", "rounds"], extra)
+    lines += [f"torch threads: {fig.get('torch_threads')}; ONNX Runtime: the engine's default session options.", ""]
+    return lines + [f"- {note}" for note in fig.get("notes", [])] + ([""] if fig.get("notes") else [])
+
+
+def _pipeline(fig: dict) -> list[str]:
+    run, enc = fig["indexing"], fig["encoder_in_memory_tiles_per_s"]
+    raster = fig["raster"]
+    lines = _table(
+        ["raster", "tiles", "indexing s", "indexing tiles/s", "encoder in memory tiles/s (before, after)",
+         "efficiency"],
+        [[f"{raster['size_px']:,} px square ({raster['file_mib']:,} MiB on disk)", run["tiles_total"], run["seconds"],
+          run["tiles_per_s"], f"{_fmt(enc['mean'])} ({_fmt(enc['before'])}, {_fmt(enc['after'])})",
+          fig["efficiency"]]])
+    costs = fig["stage_costs_single_thread"]
+    lines += ["Where a tile's time goes (one thread, ms per tile; encode = 1 / encoder rate with the default "
+              "threads):", ""]
+    lines += _table(["read + decode", "classify + preprocess", "encode", "encoder share of indexing wall time"],
+                    [[costs["read_decode_ms"], costs["classify_preprocess_ms"], costs["encode_ms"],
+                      costs.get("encode_share_in_pipeline")]])
+    defaults = fig["defaults"]
+    lines += [f"Engine defaults used: batch {defaults['batch_size']}, {defaults['readers']} reader threads, "
+              f"provider {defaults['provider']}.", ""]
+    if fig.get("sweep"):
+        lines += ["Indexing the small raster with other settings (threads 0 = ONNX Runtime's default):", ""]
+        lines += _table(["batch", "readers", "ORT threads", "tiles/s", "peak RSS MiB"],
+                        [[r["batch_size"], r["readers"], r["threads"], r["tiles_per_s"], r["peak_rss_mib"]]
+                         for r in fig["sweep"]])
+    return lines
+
+
+def _script(fig: dict) -> list[str]:
+    rows = [[name, v["batch"], v["tiles"], v["tiles_per_s"], fig.get("engine_tiles_per_s"),
+             fig.get(f"speedup_vs_{name}")] for name, v in fig.get("variants", {}).items()]
+    lines = _table(["user script", "tiles per forward", "tiles timed", "script tiles/s", "engine tiles/s",
+                    "engine speedup"], rows)
+    return lines + [f"- {note}" for note in fig.get("notes", [])]
+
+
+def _memory(fig: dict) -> list[str]:
+    sizes = {"large": fig["large_raster"], "small": fig["small_raster"]}
+    rows = []
+    for name, run in fig["runs"].items():
+        raster = sizes["large" if name.startswith("large") else "small"]
+        rows.append([f"{raster['size_px']:,} px", raster["uncompressed_mib"], run["gdal_cachemax"] or "default",
+                     run["tiles_total"], run["rss_after_model_load_mib"], run["peak_rss_mib"]])
+    return _table(["raster", "uncompressed MiB", "GDAL_CACHEMAX (MB)", "tiles", "RSS after model load MiB",
+                   "peak RSS MiB"], rows)
+
+
+def _search(fig: dict) -> list[str]:
+    lines = [f"{fig['real_vectors']:,} real embeddings (effective dimension {fig['effective_dimension_real']}, "
+             f"embed dim {fig['embed_dim']}); larger sets expanded from them (see bench/search.py); queries: "
+             f"{fig['queries']['image']} held-out image tiles + {fig['queries']['text']} UCM captions; faiss threads "
+             f"{fig['faiss_threads']}; engine: exact below {fig['engine']['approximate_min_tiles']:,} tiles, else HNSW "
+             f"M={fig['engine']['hnsw_m']}, efConstruction={fig['engine']['hnsw_ef_construction']}.", ""]
+    rows = []
+    for size in fig["sizes"]:
+        for kind in ("exact", "approximate"):
+            entry = size[kind]
+            by_query = entry.get("recall_at_10_by_query", {})
+            rows.append([size["tiles"], f"{kind} ({entry['type']})", "yes" if size["engine_picks"] == kind else "",
+                         entry["build_s"], entry["p50_ms"], entry["p95_ms"], entry["recall_at_10"],
+                         by_query.get("image"), by_query.get("text")])
+    lines += _table(["tiles", "index", "engine's pick", "build s", "p50 ms", "p95 ms", "recall@10",
+                     "recall@10 image queries", "recall@10 text queries"], rows)
+    if fig["sizes"]:
+        top = fig["sizes"][-1]
+        lines += [f"efSearch of the approximate index at {top['tiles']:,} tiles:", ""]
+        lines += _table(["efSearch", "recall@10", "p50 ms"],
+                        [[r["ef_search"], r["recall_at_10"], r["p50_ms"]] for r in top["ef_sweep"]])
+    if fig.get("exact_latency_sweep"):
+        lines += ["Exact search latency by size (one query at a time):", ""]
+        lines += _table(["tiles", "p50 ms", "p95 ms"],
+                        [[r["tiles"], r["p50_ms"], r["p95_ms"]] for r in fig["exact_latency_sweep"]])
+    e2e = fig.get("end_to_end_text_query")
+    if e2e:
+        lines += [f"End-to-end text query at {e2e['tiles']:,} tiles ({e2e['index']} index):", ""]
+        lines += _table(["tokenise p50 ms", "tokenise + text encoder p50 ms", "whole query p50 ms", "p95 ms"],
+                        [[e2e["tokenise_p50_ms"], e2e["text_encoder_p50_ms"], e2e["p50_ms"], e2e["p95_ms"]]])
+    return lines
+
+
+RENDERERS = {"encoder": _encoder, "pipeline": _pipeline, "script": _script, "memory": _memory, "search": _search}
+
+
+def _run_section(mode: str, run: dict) -> list[str]:
+    machine = run["machine"]
+    gpu = machine["gpu"]
+    gpu_text = gpu["name"] if gpu.get("name") else ("CUDA provider present" if gpu.get("ort_cuda") else "none")
+    preset = run["preset"]
+    reproduce = run.get("make_target") or run["command"]
+    lines = [f"## Run `{mode}`", "",
+             f"- **Reproduce:** `{reproduce}`" + (f" (runs `{run['command']}`)" if run.get("make_target") else ""),
+             f"- **Date:** {run['date']}; **commit:** `{(run['git']['commit'] or 'unknown')[:12]}`"
+             + (f" (+{run['git']['dirty_paths']} uncommitted paths)" if run["git"].get("dirty_paths") else ""),
+             f"- **Machine:** {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, GPU: "
+             f"{gpu_text}; {machine['os']}; "
+             + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+             f"- **Load average** (1, 5, 15 min) at start {run['load_average_start']}, at end "
+             f"{run.get('load_average_end')} (other processes share this machine; ratios are measured in the same "
+             "run, interleaved where possible)",
+             f"- **Model measured:** {run['model']['description']}",
+             f"- **Sizes:** large raster {preset['large_px']:,} px square, small {preset['small_px']:,} px; search at "
+             + ", ".join(f"{s:,}" for s in preset["search_sizes"]) + " tiles",
+             f"- **Took:** {run['seconds_total']:,} s ("
+             + ", ".join(f"{k} {v} s" for k, v in run["seconds_per_figure"].items()) + ")", ""]
+    summary = []
+    for name in FIGURE_TITLES:
+        for t in run["figures"].get(name, {}).get("targets", []):
+            summary.append([FIGURE_TITLES[name].split(":")[0], t["name"], t["value"], t["target"], _verdict(t["pass"])])
+    lines += ["### Targets", ""] + _table(["figure", "measure", "value", "target", "result"], summary)
+    for name, title in FIGURE_TITLES.items():
+        figure = run["figures"].get(name)
+        lines += [f"### {title}", ""]
+        if not figure:
+            lines += [f"Not measured in this run{': ' + run['errors'][name] if name in run['errors'] else ''}.", ""]
+            continue
+        lines += RENDERERS[name](figure)
+    if run["errors"]:
+        lines += ["### Errors", ""] + [f"- {k}: {v}" for k, v in run["errors"].items()] + [""]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    runs = results.get("runs", {})
+    lines = ["# Benchmarks", "",
+             "Generated by `make bench` (`python -m bench`) from `bench/results.json`; do not edit by hand. "
+             "Each run below is one invocation: every ratio in it compares numbers measured in that same run "
+             "on the same machine. Nothing here is a pass/fail test; targets come from issue 6. "
+             "`make bench-quick` (`--quick`) runs smaller sizes; `python -m bench --full` runs the full sizes "
+             "(20,000 px raster, search up to 1,000,000 tiles).", ""]
+    for mode in sorted(runs, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER)):
+        lines += _run_section(mode, runs[mode])
+    return "\n".join(lines).rstrip() + "\n"

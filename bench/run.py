@@ -1,0 +1,236 @@
+"""Entry point of the benchmarks: ``python -m bench [--quick | --full] [--model DIR] ...``.
+
+Runs the five figures in one process (indexing in child processes), in this order: encoder (1),
+pipeline efficiency and peak memory (2 and 4, which share the large indexing run), the plain user
+script (3, compared with that run's rate) and search (5, on that run's embeddings). Writes the
+run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
+only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
+
+Sizes per mode (``PRESETS``) were chosen from measured throughput on the 2-core development
+machine so that ``make bench`` stays under 15 minutes (including generating the mosaics on the
+first run) and ``make bench-quick`` under 3; ``--full`` runs the sizes the issue names
+(20,000 px and 5,000 px rasters, search up to 1,000,000 tiles) and takes much longer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import (
+    BENCH_DIR,
+    DEFAULT_SHARED,
+    DEFAULT_WORK,
+    REPO_ROOT,
+    atomic_write_json,
+    atomic_write_text,
+    git_commit,
+    load_average,
+    machine_description,
+)
+
+RESULTS_SCHEMA_VERSION = 1
+FIGURES = ("encoder", "pipeline", "script", "search")  # "pipeline" measures figures 2 and 4 together
+
+
+@dataclass(frozen=True)
+class Preset:
+    large_px: int  # side of the large generated raster (figures 2, 3, 4)
+    small_px: int  # side of the small one (figure 4's comparison, the parameter sweep)
+    encoder_rounds: int
+    encoder_seconds: float  # per case per round
+    encoder_extra: bool  # also 1 thread, batch 8 and 64
+    stage_tiles: int
+    gdal_variant: bool  # figure 4 again with a small GDAL block cache
+    sweep: bool  # indexing parameter sweep on the small raster
+    script_max_tiles: int
+    script_max_seconds: float
+    search_sizes: list[int] = field(default_factory=list)
+    flat_sizes: list[int] = field(default_factory=list)
+    image_queries: int = 100
+    text_queries: int = 100
+    search_budget_s: float = 3.0
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(384, 192, 1, 0.2, False, 8, False, False, 32, 5.0, [500, 2_000], [2_000], 8, 8, 0.3),
+    "quick": Preset(4096, 1024, 2, 1.0, False, 64, False, False, 96, 8.0, [10_000, 30_000],
+                    [10_000, 30_000, 100_000], 50, 50, 1.0),
+    "default": Preset(12_000, 3_000, 3, 2.0, True, 128, True, True, 600, 40.0, [10_000, 100_000],
+                      [10_000, 30_000, 100_000, 300_000, 1_000_000], 100, 100, 3.0),
+    "full": Preset(20_000, 5_000, 3, 3.0, True, 256, True, True, 2_000, 120.0, [10_000, 100_000, 1_000_000],
+                   [10_000, 30_000, 100_000, 300_000, 1_000_000], 200, 200, 5.0),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks of rs_text_search.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const="quick", help="small run (< 3 min)")
+    mode.add_argument("--full", action="store_const", dest="mode", const="full",
+                      help="the issue's full sizes: 20,000 px raster, search up to 1M tiles (long)")
+    mode.add_argument("--tiny", action="store_const", dest="mode", const="tiny", help="seconds; for the smoke test")
+    parser.add_argument("--model", default=None, help="model directory or name (default: rs-default, else a stand-in)")
+    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="folder holding data/scenes")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="generated rasters, stand-in model")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
+    parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
+    parser.add_argument("--large-px", type=int, default=None, help="override the large raster's side")
+    parser.add_argument("--small-px", type=int, default=None, help="override the small raster's side")
+    parser.add_argument("--search-sizes", default=None, help="comma-separated tile counts, e.g. 10000,100000")
+    parser.add_argument("--figures", default=",".join(FIGURES), help=f"subset of {','.join(FIGURES)}")
+    parser.set_defaults(mode="default")
+    return parser.parse_args(argv)
+
+
+def _preset(args: argparse.Namespace) -> Preset:
+    preset = PRESETS[args.mode]
+    if args.large_px:
+        preset = replace(preset, large_px=args.large_px)
+    if args.small_px:
+        preset = replace(preset, small_px=args.small_px)
+    if args.search_sizes:
+        preset = replace(preset, search_sizes=[int(v) for v in args.search_sizes.split(",") if v])
+    return preset
+
+
+def _load_results(path: Path) -> dict[str, Any]:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if results.get("schema_version") == RESULTS_SCHEMA_VERSION and isinstance(results.get("runs"), dict):
+            return results
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
+    return {"schema_version": RESULTS_SCHEMA_VERSION, "runs": {}}
+
+
+def _timed(run: dict, name: str, work) -> Any:
+    """Run one figure; a failure is recorded in the results (with its traceback) instead of ending the run."""
+    started = time.perf_counter()
+    print(f"[bench] {name} ...", flush=True)
+    try:
+        value = work()
+    except Exception as exc:  # one broken figure must not lose the others' numbers
+        run["errors"][name] = f"{type(exc).__name__}: {exc}"
+        print(traceback.format_exc(), file=sys.stderr, flush=True)
+        value = None
+    run["seconds_per_figure"][name] = round(time.perf_counter() - started, 1)
+    print(f"[bench] {name} done in {run['seconds_per_figure'][name]} s", flush=True)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    preset = _preset(args)
+    figures = {f.strip() for f in args.figures.split(",") if f.strip()}
+    unknown = figures - set(FIGURES)
+    if unknown:
+        print(f"unknown figures: {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}", file=sys.stderr)
+        return 2
+    if not (args.shared / "data" / "scenes").is_dir():
+        print(f"the shared scenes are not at {args.shared / 'data' / 'scenes'} (pass --shared)", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    from .standin import resolve_model
+
+    run: dict[str, Any] = {
+        "mode": args.mode,
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "make_target": {"default": "make bench", "quick": "make bench-quick"}.get(args.mode),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "git": git_commit(),
+        "machine": machine_description(),
+        "load_average_start": load_average(),
+        "preset": asdict(preset),
+        "figures": {},
+        "errors": {},
+        "seconds_per_figure": {},
+    }
+    bench_model = _timed(run, "model", lambda: resolve_model(args.model, args.work))
+    if bench_model is None:
+        return 1
+    run["model"] = bench_model.to_dict()
+    print(f"[bench] measuring {bench_model.description}", flush=True)
+    model_dir = bench_model.directory
+    state: dict[str, Any] = {}
+    _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
+    if "encoder" in figures and "pixels" in state:
+        from . import encoder
+
+        run["figures"]["encoder"] = _timed(run, "encoder", lambda: encoder.run(
+            model_dir, state["pixels"], preset.encoder_rounds, preset.encoder_seconds, preset.encoder_extra))
+    vectors_path = args.work / "vectors-latest.npy"
+    if "pipeline" in figures and "large" in state:
+        from . import pipeline
+
+        pair = _timed(run, "pipeline+memory", lambda: pipeline.run(
+            model_dir, state["large"], state["small"], args.work, preset.encoder_seconds, preset.stage_tiles,
+            preset.gdal_variant, preset.sweep, vectors_out=vectors_path))
+        if pair:
+            run["figures"]["pipeline"], run["figures"]["memory"] = pair
+    engine_rate = run["figures"].get("pipeline", {}).get("indexing", {}).get("tiles_per_s")
+    if "script" in figures and "large" in state:
+        from . import script
+
+        run["figures"]["script"] = _timed(run, "script", lambda: script.run(
+            state["large"][0], model_dir, engine_rate, preset.script_max_tiles, preset.script_max_seconds))
+    if "search" in figures:
+        from . import search
+
+        run["figures"]["search"] = _timed(run, "search", lambda: search.run(
+            model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state),
+            args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
+            preset.search_budget_s))
+    run["load_average_end"] = load_average()
+    run["seconds_total"] = round(time.perf_counter() - started, 1)
+    results = _load_results(args.results)
+    results["runs"][args.mode] = run
+    atomic_write_json(args.results, results)
+    from .report import render
+
+    atomic_write_text(args.markdown, render(results))
+    print(f"[bench] wrote {args.results} and {args.markdown} in {run['seconds_total']} s", flush=True)
+    return 1 if run["errors"] else 0
+
+
+def _inputs(args: argparse.Namespace, preset: Preset, model_dir: Path) -> dict[str, Any]:
+    """Scenes, preprocessed real tiles for the encoder, and the two mosaics (generated once)."""
+    from rs_text_search.core.model import load_model
+
+    from .rasters import augmented_tiles, ensure_mosaic, load_scenes
+
+    scenes = load_scenes(args.shared)
+    model = load_model(model_dir, provider="cpu")
+    pixels = model.preprocess(list(augmented_tiles(scenes, 64, model.image_size, seed=7)))
+    return {
+        "scenes": scenes,
+        "pixels": pixels,
+        "large": ensure_mosaic(args.work, preset.large_px, scenes),
+        "small": ensure_mosaic(args.work, preset.small_px, scenes),
+    }
+
+
+def _real_vectors(path: Path, from_pipeline: bool, model_dir: Path, args, state: dict) -> np.ndarray:
+    """The large indexing run's embeddings, or (without that run) embeddings of augmented scene tiles."""
+    if from_pipeline and path.is_file():
+        return np.load(path)
+    from rs_text_search.core.model import load_model
+
+    from .rasters import augmented_tiles, load_scenes
+
+    model = load_model(model_dir, provider="auto")
+    scenes = state.get("scenes") or load_scenes(args.shared)
+    return model.embed_images(augmented_tiles(scenes, 2048, model.image_size, seed=11))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
