@@ -1,0 +1,140 @@
+"""fit -> evaluate -> export on a slice of the real UCM-Captions data, through the real entry points."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.training, pytest.mark.slow]
+
+TRAIN_ARGS = ["--train-limit", "32", "--val-limit", "12", "--batch-size", "8", "--lr", "2e-3",
+              "--warmup-steps", "2", "--no-progress", "--seed", "3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ucm_json(shared_data: Path) -> Path:
+    path = shared_data / "ucm_captions" / "dataset.json"
+    if not path.is_file():
+        pytest.skip(f"UCM-Captions not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.testing import tiny_model_config
+
+    cfg = tiny_model_config()
+    cfg["text_cfg"]["context_length"] = 32
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(ucm_json: Path, tiny_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 epochs x 4 steps on 32 images of all classes, all three objectives, no augmentation."""
+    from training.fit import main
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    argv = ["--data", str(ucm_json), "--run-dir", str(run), "--model", str(tiny_config), "--epochs", "10",
+            "--eval-every", "5", "--no-augment", "--bdm-weight", "0.1", "--triplet-weight", "1",
+            "--queue-size", "32", *TRAIN_ARGS]  # fmt: skip
+    assert main(argv) == 0
+    return run
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(trained_run: Path) -> None:
+    rows = _history(trained_run)
+    assert len(rows) == 10 and rows[-1]["step"] == "40"
+    assert [r["epoch"] for r in rows if r["val_mR"]] == ["5", "10"]
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < 0.9 * first, (first, last)
+    for part in ("loss_infonce", "loss_bdm", "loss_triplet"):
+        assert float(rows[-1][part]) < float(rows[0][part]), part
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"params.json", "metrics.csv", "metrics.png", "last.pt", "best.pt"} <= names
+    params = json.loads((trained_run / "params.json").read_text())
+    assert params["params"]["triplet_weight"] == 1.0 and params["data"]["n_classes"] > 1
+    best = torch.load(trained_run / "best.pt", weights_only=True)
+    assert best["metrics"]["n_images"] == 12 and "optimizer" not in best
+    assert float(rows[int(best["epoch"]) - 1]["val_mR"]) == max(float(r["val_mR"]) for r in rows if r["val_mR"])
+
+
+def test_resume_continues_exactly(ucm_json: Path, tiny_config: Path, tmp_path: Path) -> None:
+    from training.fit import main
+
+    common = ["--data", str(ucm_json), "--model", str(tiny_config), *TRAIN_ARGS]
+    assert main([*common, "--run-dir", str(tmp_path / "full"), "--epochs", "2"]) == 0
+    assert main([*common, "--run-dir", str(tmp_path / "cut"), "--epochs", "2", "--max-steps", "4"]) == 0
+    assert main([*common, "--run-dir", str(tmp_path / "cut"), "--epochs", "2", "--resume", "auto"]) == 0
+    full, cut = _history(tmp_path / "full"), _history(tmp_path / "cut")
+    assert [r["step"] for r in cut] == ["4", "8"]
+    assert float(cut[1]["loss"]) == pytest.approx(float(full[1]["loss"]), rel=1e-4)
+
+
+def test_fit_refuses_bad_input(ucm_json: Path, trained_run: Path, capsys: pytest.CaptureFixture) -> None:
+    from training.fit import main
+
+    assert main(["--data", str(ucm_json), "--run-dir", str(trained_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run folder") and "--overwrite" in err and len(err.splitlines()) == 1
+    assert main(["--data", "nope.json", "--run-dir", "x"]) == 2
+    assert main(["--data", str(ucm_json), "--run-dir", "x", "--model", "no-such-model"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_export_then_evaluate_agree(ucm_json: Path, trained_run: Path, tmp_path: Path, capsys) -> None:
+    from training.evaluate import main as evaluate_main
+    from training.export import main as export_main
+
+    out = tmp_path / "models" / "ucm-tiny"
+    assert export_main(["--checkpoint", str(trained_run / "best.pt"), "--out", str(out), "--parity-images", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert max(report["parity"].values()) < 1e-4 and report["engine_max_abs_diff"] < 1e-4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["text"]["tokenizer"] == {"kind": "clip_bpe", "context_length": 32,
+                                             "vocab": "vocab/bpe_simple_vocab_16e6.txt.gz"}  # fmt: skip
+    assert manifest["metrics"]["val"]["n_images"] == 12 and manifest["training"]["epoch"] >= 1
+    results = {}
+    for source in (out, trained_run / "best.pt"):
+        args = ["--model", str(source), "--data", str(ucm_json), "--split", "val", "--limit", "40", "--json"]
+        assert evaluate_main(args) == 0
+        results[source.name] = json.loads(capsys.readouterr().out)
+    engine, torch_ = results["ucm-tiny"], results["best.pt"]
+    assert list(engine) == ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mR",
+                            "n_images", "n_captions"]  # fmt: skip
+    assert engine == torch_ and engine["n_images"] == 40 and engine["n_captions"] == 200
+    assert evaluate_main(["--model", str(out), "--data", str(ucm_json), "--limit", "20", "--rerank"]) == 0
+    assert "re-ranking" in capsys.readouterr().out
+
+
+def test_export_fails_loudly_and_leaves_nothing(trained_run: Path, tmp_path: Path, capsys) -> None:
+    from training.export import main as export_main
+
+    out = tmp_path / "broken"
+    code = export_main(["--checkpoint", str(trained_run / "best.pt"), "--out", str(out), "--tolerance", "1e-12",
+                        "--parity-images", "2"])  # fmt: skip
+    assert code == 1 and "verification failed" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert export_main(["--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+
+
+def test_int8_export_reports_retrieval_change(trained_run: Path, tmp_path: Path, capsys) -> None:
+    from training.export import main as export_main
+
+    out = tmp_path / "int8"
+    assert export_main(["--checkpoint", str(trained_run / "best.pt"), "--out", str(out), "--quantize", "int8",
+                        "--parity-images", "2"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["quantize"] == "int8" and "mR_change" in report
+    assert report["sizes"]["text.onnx"]["bytes"] < report["sizes"]["text.onnx"]["bytes_fp32"]

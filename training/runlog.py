@@ -1,0 +1,91 @@
+"""Run folders: parameters, per-epoch metrics (CSV + PNG plot) and checkpoints without pickle.
+
+A run folder holds ``params.json`` (the frozen parameters and the resolved model config),
+``metrics.csv`` (one row per epoch), ``metrics.png`` (losses and validation mR) and the
+checkpoints ``last.pt`` (everything needed to resume) and ``best.pt`` (the epoch with the best
+validation mR; model weights and config only). Checkpoints are ``torch.save`` of a dict of
+tensors and JSON-able values, loadable with ``torch.load(..., weights_only=True)``; files are
+written to a temporary name first and moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CHECKPOINT_FORMAT", "prepare_run_dir", "write_json", "save_checkpoint", "write_history"]
+
+CHECKPOINT_FORMAT = "rs_text_search.training.checkpoint/1"
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Create the run folder; an existing non-empty one needs ``overwrite`` (wiped) or ``resume``."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise ValueError(f"run folder '{run_dir}' already exists; pass --overwrite to replace it or --resume auto")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic ``torch.save`` of a weights_only-compatible dict (tensors, numbers, str, lists, dicts)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` and ``metrics.png`` from all epoch rows so far."""
+    if not history:
+        return
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    tmp = run_dir / "metrics.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, run_dir / "metrics.csv")
+    _plot(run_dir / "metrics.png", history)
+
+
+def _plot(path: Path, history: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in [k for k in history[-1] if k.startswith("loss")]:
+        left.plot(epochs, [row.get(key, float("nan")) for row in history], label=key)
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss (epoch mean)")
+    left.legend(fontsize=8)
+    for key, label in (("val_mR", "val mR"), ("val_rerank_mR", "val mR, re-ranked")):
+        points = [(row["epoch"], row[key]) for row in history if row.get(key, "") != ""]
+        if points:
+            right.plot(*zip(*points, strict=True), marker="o", label=label)
+    right.set_xlabel("epoch")
+    right.set_ylabel("mean recall (%)")
+    if right.lines:
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
