@@ -46,6 +46,7 @@ from ..core.errors import RasterError
 from ..core.sources import STRETCH_PERCENTILES, STRETCH_SAMPLE_PX, raster_identity
 from ..core.tiling import Window
 from .crs import crs_from_string
+from .resample import resample_band, resample_nearest
 
 __all__ = ["LayerPlan", "QgisRasterSource", "plan_layer", "is_online", "lookup_identity", "partial_index_exists"]
 
@@ -265,30 +266,19 @@ def _read_band(provider: QgsRasterDataProvider, band: int, rect: QgsRectangle, w
     return values, valid
 
 
-def _prepare(provider: QgsRasterDataProvider, kind: str) -> QgsRasterDataProvider:
-    can_resample = provider.providerCapabilities() & QgsRasterDataProvider.ProviderHintCanPerformProviderResampling
-    if kind == "bands" and can_resample:
-        # Shrinking averages (like the headless source); palette indexes stay nearest-neighbour.
-        provider.enableProviderResampling(True)
-        provider.setZoomedOutResamplingMethod(QgsRasterDataProvider.ResamplingMethod.Average)
-        provider.setZoomedInResamplingMethod(QgsRasterDataProvider.ResamplingMethod.Bilinear)
-    return provider
-
-
 class _Handles:
     """Cloned providers shared by a source and its clones; freed together with the root source."""
 
-    def __init__(self, layer: QgsRasterLayer, kind: str, spares: int) -> None:
-        self.kind = kind
+    def __init__(self, layer: QgsRasterLayer, spares: int) -> None:
         self.lock = threading.Lock()
-        self.owned = [_prepare(layer.dataProvider().clone(), kind) for _ in range(spares + 1)]
+        self.owned = [layer.dataProvider().clone() for _ in range(spares + 1)]
         self.spares = list(self.owned[1:])
 
     def take(self, template: QgsRasterDataProvider) -> QgsRasterDataProvider:
         with self.lock:
             if self.spares:
                 return self.spares.pop()
-            provider = _prepare(template.clone(), self.kind)
+            provider = template.clone()
             self.owned.append(provider)
             return provider
 
@@ -300,7 +290,7 @@ class QgisRasterSource:
                  transform_context: QgsCoordinateTransformContext | None = None,
                  reader_handles: int = READER_HANDLES) -> None:
         plan = plan_layer(layer, extent, resolution)
-        handles = _Handles(layer, plan.kind, reader_handles)
+        handles = _Handles(layer, reader_handles)
         context = transform_context or QgsProject.instance().transformContext()
         self._setup(plan, handles, handles.owned[0], context)
         self.layer_id = layer.id()
@@ -318,32 +308,42 @@ class QgisRasterSource:
         return dict(self.plan.identity)
 
     def read_masked(self, window: Window, out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read the window at its own pixel size, then resample in numpy (see ``resample``)."""
         plan = self.plan
         out_w, out_h = (out_size, out_size) if out_size else (window.width, window.height)
         rect = _window_rect(plan, window)
+        width, height = window.width, window.height
         if plan.kind == "argb":
-            argb, _ = _read_band(self._provider, 1, rect, out_w, out_h, (None, ()))
+            argb, _ = _read_band(self._provider, 1, rect, width, height, (None, ()))
             rgb, valid = _unpack_argb(argb, plan.premultiplied)
+            bands = [rgb[..., i] for i in range(3)]
         else:
-            layers, valid = [], np.ones((out_h, out_w), dtype=bool)
+            bands, masks = [], []
             for band, nodata in zip(plan.bands, plan.nodata):
-                values, band_valid = _read_band(self._provider, band, rect, out_w, out_h, nodata)
-                layers.append(values)
-                valid &= band_valid
-            if plan.palette is not None:
-                indexes = np.clip(layers[0].astype(np.int64), 0, len(plan.palette) - 1)
-                rgb = plan.palette[indexes]
-            else:
-                data = np.stack(layers)
-                if plan.stretch is not None:
-                    data = _stretch(data, plan.stretch)
-                data = data.astype(np.uint8, copy=False)
-                rgb = np.repeat(data, 3, axis=0) if len(layers) == 1 else data
-                rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
+                values, band_valid = _read_band(self._provider, band, rect, width, height, nodata)
+                bands.append(values)
+                masks.append(band_valid)
+            valid = masks[0].copy()  # like GDAL's mask of the first band, which the headless source uses
             if plan.alpha_band is not None:
-                alpha, _ = _read_band(self._provider, plan.alpha_band, rect, out_w, out_h, (None, ()))
+                alpha, _ = _read_band(self._provider, plan.alpha_band, rect, width, height, (None, ()))
                 valid &= alpha > 0
-        return rgb.astype(np.uint8, copy=False), valid
+                masks = [mask & valid for mask in masks]
+        if plan.palette is not None:
+            indexes = np.clip(resample_nearest(bands[0], out_h, out_w).astype(np.int64), 0, len(plan.palette) - 1)
+            return plan.palette[indexes], resample_nearest(valid, out_h, out_w)
+        if plan.kind == "argb":
+            masks = [valid] * 3
+        # Each band averages its own valid pixels, as GDAL does with a per-band nodata value.
+        resampled = [resample_band(values, mask, out_h, out_w)[0] for values, mask in zip(bands, masks)]
+        valid = resample_nearest(valid, out_h, out_w)
+        data = np.stack(resampled)
+        if plan.stretch is not None:
+            data = _stretch(data, plan.stretch)
+        else:
+            data = np.clip(np.floor(data + 0.5), 0, 255)  # GDAL rounds averages half up
+        data = data.astype(np.uint8)
+        rgb = np.repeat(data, 3, axis=0) if len(resampled) == 1 else data
+        return np.ascontiguousarray(rgb.transpose(1, 2, 0)), valid
 
     def read(self, window: Window, out_size: int | None = None) -> np.ndarray:
         return self.read_masked(window, out_size)[0]

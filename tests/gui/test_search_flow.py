@@ -45,7 +45,7 @@ def search(plugin, qtbot, wait_idle, text: str) -> None:
     wait_idle(plugin.controller)
 
 
-def test_index_from_the_dock_then_search_with_enter(plugin, iface, scenes, qtbot, wait_idle):
+def test_index_from_the_dock_then_search_with_enter(plugin, iface, scenes, fresh_cache, qtbot, wait_idle):
     layer = iface.add_raster(scenes / SCENE)
     iface.mapCanvas().setExtent(layer.extent())
     dock = plugin.dock

@@ -1,0 +1,100 @@
+"""Settings round trips through QgsSettings; missing dependencies never stop the plugin loading."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsSettings
+from qgis.PyQt.QtWidgets import QAction, QPlainTextEdit
+
+import rs_text_search
+from rs_text_search.gui import deps
+from rs_text_search.gui.settings import GROUP, NO_MIN_SCORE, PluginSettings
+
+from .conftest import flush_deletes
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture
+def clean_settings(qgis_app):
+    QgsSettings().remove(GROUP)
+    yield QgsSettings()
+    QgsSettings().remove(GROUP)
+
+
+def test_absent_values_select_defaults_and_falsy_values_are_kept(clean_settings):
+    assert PluginSettings.load() == PluginSettings()
+    PluginSettings(model_dir="/models/x", provider="cpu", tile_size_px=0, overlap=0.25, top_k=5,
+                   min_score=0.0).save()
+    loaded = PluginSettings.load()
+    assert loaded == PluginSettings("/models/x", "cpu", 0, 0.25, 5, 0.0)
+    assert loaded.min_score_or_none == 0.0, "a stored 0 is a real minimum, not 'absent'"
+    assert PluginSettings().min_score_or_none is None and PluginSettings().min_score == NO_MIN_SCORE
+
+
+def test_unreadable_values_fall_back_to_defaults(clean_settings):
+    clean_settings.setValue(f"{GROUP}/top_k", "many")
+    clean_settings.setValue(f"{GROUP}/tile_size_px", True)  # a boolean is not a tile size
+    clean_settings.setValue(f"{GROUP}/provider", "tpu")
+    clean_settings.setValue(f"{GROUP}/overlap", "0.5")
+    loaded = PluginSettings.load()
+    assert (loaded.top_k, loaded.tile_size_px, loaded.provider, loaded.overlap) == (20, 0, "auto", 0.5)
+
+
+def test_options_dialog_edits_a_copy(clean_settings, qtbot):
+    from rs_text_search.gui.options import OptionsDialog
+
+    original = PluginSettings(model_dir="/a", tile_size_px=128)
+    dialog = OptionsDialog(original)
+    qtbot.addWidget(dialog)
+    dialog.modelWidget.setFilePath("/b")
+    dialog.providerCombo.setCurrentIndex(2)
+    dialog.tileSpin.setValue(0)
+    dialog.overlapSpin.setValue(0.5)
+    edited = dialog.settings()
+    assert (edited.model_dir, edited.provider, edited.tile_size_px, edited.overlap) == ("/b", "cpu", 0, 0.5)
+    assert original.model_dir == "/a"
+
+
+def test_install_command_is_binary_only_outside_the_plugin_and_pins_numpy(qgis_app, tmp_path):
+    import numpy
+
+    folder = deps.dependency_dir(str(tmp_path / "profile"))
+    plugin_folder = Path(rs_text_search.__file__).resolve().parent
+    assert plugin_folder not in folder.parents
+    assert folder.name == deps.python_tag() and f"{sys.version_info.major}{sys.version_info.minor}" in folder.name
+    command = deps.prepare_install(["onnxruntime", "faiss"], folder)
+    assert command[1:5] == ["-m", "pip", "install", "--only-binary=:all:"]
+    assert command[command.index("--target") + 1] == str(folder)
+    constraints = Path(command[command.index("--constraint") + 1])
+    assert constraints.read_text() == f"numpy=={numpy.__version__}\n"
+    assert command[-2:] == ["onnxruntime", "faiss-cpu"]
+    assert Path(deps.python_executable()).name.startswith("python")
+    assert deps.missing_modules() == []  # this environment has both
+
+
+def test_plugin_loads_without_its_dependencies_and_says_what_is_missing(iface, plugin_settings, cache,
+                                                                        monkeypatch, qtbot, allow_error_logs):
+    monkeypatch.setattr(deps, "missing_modules", lambda: ["faiss"])
+    plugin = rs_text_search.classFactory(iface)
+    plugin.initGui()
+    try:
+        texts = [item.text() for item in iface.messageBar().items()]
+        assert any("faiss missing from QGIS's Python" in text for text in texts), texts
+        assert plugin.dock.dependencyBanner.isVisibleTo(plugin.dock)
+        assert not plugin.dock.indexButton.isEnabled()
+        plugin.controller.search_text("houses")
+        assert plugin.controller.search_task is None
+        install = next(a for a in plugin.actions if a.text() == "Install missing dependencies…")
+        assert isinstance(install, QAction)
+        install.trigger()
+        [dialog] = plugin.dialogs
+        command = dialog.findChild(QPlainTextEdit, "commandView").toPlainText()
+        assert "--only-binary=:all:" in command and "faiss-cpu" in command and "--constraint" in command
+        dialog.reject()
+    finally:
+        plugin.unload()
+        flush_deletes()
