@@ -2,10 +2,10 @@
 
 The same architecture, on the same preprocessed tiles of real scenes, at batch 1 and 32:
 - engine: ``Model.embed_preprocessed`` of a model loaded with ``load_model`` (its defaults:
-  all cores, ORT_ENABLE_ALL), one ONNX call per batch; plus the settings the defaults are chosen
-  from (1 intra-op thread, batch 8 and 64);
-- torch: the exporter's ``ImageTower`` (``encode_image(normalize=True)``) in ``torch.inference_mode``
-  with torch's default threads.
+  all cores, ORT_ENABLE_ALL), one ONNX call per batch; plus batch 8 and 64 (the batch default);
+- torch: the exporter's ``ImageTower`` (``encode_image(normalize=True)``) in ``torch.inference_mode``;
+- both with their default threads (what a user gets) and both with one thread (robust when other
+  processes load the machine: multi-threaded torch degrades badly when its threads are descheduled).
 Cases run in interleaved rounds (see :func:`bench.common.interleaved_rates`). Where CUDA exists
 (ONNX Runtime's CUDA provider, ``torch.cuda``), fp32 and fp16 are measured too, host-to-device
 copies included on both sides; otherwise those rows say why they were skipped.
@@ -36,13 +36,17 @@ def _engine_case(model, pixels: np.ndarray, batch: int) -> Callable[[], int]:
     return work
 
 
-def _torch_case(tower, pixels: np.ndarray, batch: int, device: str = "cpu", half: bool = False):
+def _torch_case(tower, pixels: np.ndarray, batch: int, device: str = "cpu", half: bool = False,
+                threads: int | None = None):
     import torch
 
     chunk = torch.from_numpy(np.ascontiguousarray(pixels[:batch]))
     dtype = torch.float16 if half else torch.float32
+    threads = threads or torch.get_num_threads()  # torch's default unless told
 
     def work() -> int:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             tower(chunk.to(device=device, dtype=dtype))
             if device != "cpu":
@@ -85,15 +89,16 @@ def run(model_dir: Path, pixels: np.ndarray, rounds: int, min_seconds: float, ex
     result: dict[str, Any] = {"cpu": {}, "cuda": {}, "notes": []}
     engine = load_model(model_dir, provider="cpu", batch_size=1024)
     tower, why_not = torch_image_tower(model_dir)
+    single = load_model(model_dir, provider="cpu", batch_size=1024, threads=1)
     cases: dict[str, Callable[[], int]] = {}
     for batch in BATCHES:
         cases[f"engine_b{batch}"] = _engine_case(engine, pixels, batch)
         if tower is not None:
             cases[f"torch_b{batch}"] = _torch_case(tower, pixels, batch)
+        cases[f"engine_1thread_b{batch}"] = _engine_case(single, pixels, batch)
+        if tower is not None:
+            cases[f"torch_1thread_b{batch}"] = _torch_case(tower, pixels, batch, threads=1)
     if extra:
-        single = load_model(model_dir, provider="cpu", batch_size=1024, threads=1)
-        cases["engine_1thread_b1"] = _engine_case(single, pixels, 1)
-        cases["engine_1thread_b32"] = _engine_case(single, pixels, 32)
         for batch in EXTRA_ENGINE_BATCHES:
             cases[f"engine_b{batch}"] = _engine_case(engine, pixels, batch)
     for work in cases.values():  # warm-up: first ORT/torch calls allocate and pick kernels
@@ -104,11 +109,12 @@ def run(model_dir: Path, pixels: np.ndarray, rounds: int, min_seconds: float, ex
         result["notes"].append(f"torch eager not measured: {why_not}")
     result["cuda"] = _run_cuda(model_dir, engine.manifest, tower, pixels, rounds, min_seconds, result["notes"])
     result["ratios"] = _ratios(result)
-    result["targets"] = [target(f"engine / torch, {dev} b{b}", result["ratios"].get(f"{dev}_b{b}"), "> 1 (report)",
-                                None if result["ratios"].get(f"{dev}_b{b}") is None
-                                else result["ratios"][f"{dev}_b{b}"] > 1.0)
-                         for dev in ("cpu", "cuda_fp32", "cuda_fp16") for b in BATCHES
-                         if result["ratios"].get(f"{dev}_b{b}") is not None]
+    labels = {"cpu": "CPU, default threads", "cpu_1thread": "CPU, 1 thread each", "cuda_fp32": "CUDA fp32",
+              "cuda_fp16": "CUDA fp16"}
+    result["targets"] = [target(f"engine / torch, {label}, batch {b}", result["ratios"][f"{key}_b{b}"],
+                                "> 1 (ratio reported)", result["ratios"][f"{key}_b{b}"] > 1.0)
+                         for key, label in labels.items() for b in BATCHES
+                         if result["ratios"].get(f"{key}_b{b}") is not None]
     return result
 
 
@@ -156,6 +162,8 @@ def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for batch in BATCHES:
         out[f"cpu_b{batch}"] = ratio(rate(cpu, f"engine_b{batch}"), rate(cpu, f"torch_b{batch}"), 2)
+        out[f"cpu_1thread_b{batch}"] = ratio(rate(cpu, f"engine_1thread_b{batch}"),
+                                             rate(cpu, f"torch_1thread_b{batch}"), 2)
         for precision in ("fp32", "fp16"):
             out[f"cuda_{precision}_b{batch}"] = ratio(rate(cuda, f"engine_{precision}_b{batch}"),
                                                       rate(cuda, f"torch_{precision}_b{batch}"), 2)

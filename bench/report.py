@@ -51,8 +51,10 @@ def _encoder(fig: dict) -> list[str]:
     def rate(table: dict, key: str) -> float | None:
         return table.get(key, {}).get("per_s")
 
-    rows = [[f"CPU, batch {b}", rate(cpu, f"engine_b{b}"), rate(cpu, f"torch_b{b}"), fig["ratios"].get(f"cpu_b{b}")]
-            for b in (1, 32)]
+    rows = [[f"CPU, default threads, batch {b}", rate(cpu, f"engine_b{b}"), rate(cpu, f"torch_b{b}"),
+             fig["ratios"].get(f"cpu_b{b}")] for b in (1, 32)]
+    rows += [[f"CPU, 1 thread each, batch {b}", rate(cpu, f"engine_1thread_b{b}"), rate(cpu, f"torch_1thread_b{b}"),
+              fig["ratios"].get(f"cpu_1thread_b{b}")] for b in (1, 32)]
     for precision in ("fp32", "fp16"):
         for b in (1, 32):
             if f"engine_{precision}_b{b}" in cuda or f"torch_{precision}_b{b}" in cuda:
@@ -75,12 +77,25 @@ def _pipeline(fig: dict) -> list[str]:
         [[f"{raster['size_px']:,} px square ({raster['file_mib']:,} MiB on disk)", run["tiles_total"], run["seconds"],
           run["tiles_per_s"], f"{_fmt(enc['mean'])} ({_fmt(enc['before'])}, {_fmt(enc['after'])})",
           fig["efficiency"]]])
+    if fig.get("indexing_proposed"):
+        proposed = fig["indexing_proposed"]
+        lines += [f"With `bench/proposals.py` patched in (faster classify + preprocess, identical results): "
+                  f"{_fmt(proposed['tiles_per_s'])} tiles/s, efficiency {_fmt(fig.get('efficiency_proposed'))}.", ""]
     costs = fig["stage_costs_single_thread"]
-    lines += ["Where a tile's time goes (one thread, ms per tile; encode = 1 / encoder rate with the default "
-              "threads):", ""]
-    lines += _table(["read + decode", "classify + preprocess", "encode", "encoder share of indexing wall time"],
-                    [[costs["read_decode_ms"], costs["classify_preprocess_ms"], costs["encode_ms"],
-                      costs.get("encode_share_in_pipeline")]])
+    lines += ["Where a tile's CPU time goes (ms per tile, one thread; the ceiling is encode / (encode + the other "
+              "stages), the best efficiency possible when all stages share the same cores):", ""]
+    lines += _table(["stage", "engine", "proposed"],
+                    [["read + decode", costs["read_decode_ms"], costs["read_decode_ms"]],
+                     ["classify (empty/constant test)", costs["classify_ms"], costs["classify_proposed_ms"]],
+                     ["preprocess", costs["preprocess_ms"], costs["preprocess_proposed_ms"]],
+                     ["encode (1 thread)", costs["encode_1thread_ms"], costs["encode_1thread_ms"]],
+                     ["encode (default threads, wall)", costs["encode_ms"], costs["encode_ms"]],
+                     ["CPU-bound efficiency ceiling", costs["efficiency_ceiling_cpu_bound"],
+                      costs["efficiency_ceiling_cpu_bound_proposed"]]])
+    same = costs["proposed_identical"]
+    lines += [f"Proposed functions identical to the engine's: classes equal {_fmt(same['classes_equal'])}, "
+              f"preprocess max abs difference {same['preprocess_max_abs_diff']:g}. Encoder share of the indexing "
+              f"wall time: {_fmt(costs.get('encode_share_in_pipeline'))}.", ""]
     defaults = fig["defaults"]
     lines += [f"Engine defaults used: batch {defaults['batch_size']}, {defaults['readers']} reader threads, "
               f"provider {defaults['provider']}.", ""]
@@ -93,10 +108,11 @@ def _pipeline(fig: dict) -> list[str]:
 
 
 def _script(fig: dict) -> list[str]:
-    rows = [[name, v["batch"], v["tiles"], v["tiles_per_s"], fig.get("engine_tiles_per_s"),
-             fig.get(f"speedup_vs_{name}")] for name, v in fig.get("variants", {}).items()]
-    lines = _table(["user script", "tiles per forward", "tiles timed", "script tiles/s", "engine tiles/s",
-                    "engine speedup"], rows)
+    engine = fig.get("engine_tiles_per_s")
+    rows = [[name, v["batch"], v.get("torch_threads"), v["tiles"], v["tiles_per_s"], engine,
+             engine and round(engine / v["tiles_per_s"], 2)] for name, v in fig.get("variants", {}).items()]
+    lines = _table(["user script", "tiles per forward", "torch threads", "tiles timed", "script tiles/s",
+                    "engine tiles/s", "engine speedup"], rows)
     return lines + [f"- {note}" for note in fig.get("notes", [])]
 
 
@@ -139,8 +155,12 @@ def _search(fig: dict) -> list[str]:
     e2e = fig.get("end_to_end_text_query")
     if e2e:
         lines += [f"End-to-end text query at {e2e['tiles']:,} tiles ({e2e['index']} index):", ""]
-        lines += _table(["tokenise p50 ms", "tokenise + text encoder p50 ms", "whole query p50 ms", "p95 ms"],
-                        [[e2e["tokenise_p50_ms"], e2e["text_encoder_p50_ms"], e2e["p50_ms"], e2e["p95_ms"]]])
+        rows = [["default", e2e["tokenise_p50_ms"], e2e["text_encoder_p50_ms"], e2e["p50_ms"], e2e["p95_ms"]]]
+        if e2e.get("one_thread"):
+            one = e2e["one_thread"]
+            rows.append(["1", one["tokenise_p50_ms"], one["text_encoder_p50_ms"], one["p50_ms"], one["p95_ms"]])
+        lines += _table(["ORT threads", "tokenise p50 ms", "tokenise + text encoder p50 ms", "whole query p50 ms",
+                         "p95 ms"], rows)
     return lines
 
 

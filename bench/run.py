@@ -49,7 +49,7 @@ class Preset:
     encoder_seconds: float  # per case per round
     encoder_extra: bool  # also 1 thread, batch 8 and 64
     stage_tiles: int
-    gdal_variant: bool  # figure 4 again with a small GDAL block cache
+    variants: bool  # large raster also with bench.proposals, both rasters with a small GDAL block cache
     sweep: bool  # indexing parameter sweep on the small raster
     script_max_tiles: int
     script_max_seconds: float
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pair = _timed(run, "pipeline+memory", lambda: pipeline.run(
             model_dir, state["large"], state["small"], args.work, preset.encoder_seconds, preset.stage_tiles,
-            preset.gdal_variant, preset.sweep, vectors_out=vectors_path))
+            preset.variants, preset.sweep, vectors_out=vectors_path))
         if pair:
             run["figures"]["pipeline"], run["figures"]["memory"] = pair
     engine_rate = run["figures"].get("pipeline", {}).get("indexing", {}).get("tiles_per_s")

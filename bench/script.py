@@ -6,7 +6,10 @@ centre-crop, to-tensor, normalise), run the torch model on it and collect a nump
 embeddings. Two variants are timed:
 
 - ``per_tile``: one tile per forward pass (the obvious script; the figure's target is against it);
-- ``batched``: the same, but 32 tiles per forward pass (a careful user), reported for honesty.
+- ``batched``: the same, but 32 tiles per forward pass (a careful user), reported for honesty;
+each with torch's default threads and with one thread (``torch.set_num_threads(1)``, much faster
+for one tile at a time on a loaded machine). The speedup is taken against the faster thread
+setting of each variant, which is the conservative comparison for the engine.
 
 Both walk the engine's own tile grid in row-major order and stop after ``max_tiles`` tiles or
 ``max_seconds`` seconds (per-tile cost is steady, so a prefix of the raster measures the rate);
@@ -65,6 +68,8 @@ def _user_script(raster: Path, tower, image_size: int, mean, std, windows, batch
 
 def run(raster: Path, model_dir: Path, engine_tiles_per_s: float | None, max_tiles: int,
         max_seconds: float) -> dict[str, Any]:
+    import torch
+
     from rs_text_search.core.model import read_manifest
     from rs_text_search.core.sources import RasterioSource
     from rs_text_search.core.tiling import GridSpec, tile_grid
@@ -83,17 +88,29 @@ def run(raster: Path, model_dir: Path, engine_tiles_per_s: float | None, max_til
     mean, std = tuple(manifest["image"]["mean"]), tuple(manifest["image"]["std"])
     _user_script(raster, tower, size, mean, std, windows[:2], 1, 60.0)  # warm-up (imports, first forward)
     result: dict[str, Any] = {"raster": str(raster), "engine_tiles_per_s": engine_tiles_per_s, "variants": {}}
-    for name, batch in (("per_tile", 1), ("batched", SCRIPT_BATCH)):
-        count, seconds = _user_script(raster, tower, size, mean, std, windows, batch, max_seconds)
-        result["variants"][name] = {"batch": batch, "tiles": count, "seconds": round(seconds, 2),
-                                    "tiles_per_s": round(count / seconds, 2)}
-    per_tile = ratio(engine_tiles_per_s, result["variants"]["per_tile"]["tiles_per_s"], 2)
-    batched = ratio(engine_tiles_per_s, result["variants"]["batched"]["tiles_per_s"], 2)
+    default_threads = torch.get_num_threads()
+    try:
+        for name, batch in (("per_tile", 1), ("batched", SCRIPT_BATCH)):
+            for threads in (default_threads, 1):
+                torch.set_num_threads(threads)
+                count, seconds = _user_script(raster, tower, size, mean, std, windows, batch, max_seconds)
+                key = name if threads == default_threads else f"{name}_1thread"
+                result["variants"][key] = {"batch": batch, "torch_threads": threads, "tiles": count,
+                                           "seconds": round(seconds, 2), "tiles_per_s": round(count / seconds, 2)}
+    finally:
+        torch.set_num_threads(default_threads)
+    variants = result["variants"]
+
+    def fastest(name: str) -> float:
+        return max(v["tiles_per_s"] for k, v in variants.items() if k.startswith(name))
+
+    per_tile = ratio(engine_tiles_per_s, fastest("per_tile"), 2)
+    batched = ratio(engine_tiles_per_s, fastest("batched"), 2)
     result["speedup_vs_per_tile"] = per_tile
     result["speedup_vs_batched"] = batched
     result["targets"] = [
-        target("engine / per-tile script", per_tile, f">= {SPEEDUP_TARGET}",
+        target("engine / per-tile script (its faster thread setting)", per_tile, f">= {SPEEDUP_TARGET}",
                None if per_tile is None else per_tile >= SPEEDUP_TARGET),
-        target("engine / batched script (reported)", batched, "(no target)", None),
+        target("engine / batched script (its faster thread setting)", batched, "(reported, no target)", None),
     ]
     return result

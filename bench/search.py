@@ -17,7 +17,8 @@ search. For each size: the exact index and the approximate one, both from the en
 ``make_faiss_index``; latency of one query at a time (p50/p95, ms), recall@10, build seconds,
 which one the engine picks, and an ``efSearch`` sweep of the approximate index. The end-to-end
 text query (tokenise + text encoder + search on the engine's pick at the largest size) is timed
-per caption. An exact-search latency sweep over more sizes locates the switch-over size.
+per caption, with the engine's default ONNX Runtime threads and with one thread. An exact-search
+latency sweep over more sizes locates the switch-over size.
 """
 
 from __future__ import annotations
@@ -201,8 +202,11 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_
     result["exact_latency_sweep"] = flat
     if last_indexes is not None:
         top = result["sizes"][-1]
+        index = last_indexes[top["engine_picks"]]
+        single = load_model(model_dir, provider="auto", threads=1)
         result["end_to_end_text_query"] = {"tiles": top["tiles"], "index": top["engine_picks"],
-                                           **_query_latency(model, captions, last_indexes[top["engine_picks"]])}
+                                           **_query_latency(model, captions, index),
+                                           "one_thread": _query_latency(single, captions, index)}
     result["targets"] = _targets(result)
     return result
 

