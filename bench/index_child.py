@@ -6,7 +6,8 @@ faiss) into a fresh cache folder, and prints one JSON line: tiles, seconds, tile
 spent in the encoder, and ``VmHWM`` (peak RSS) from ``/proc/self/status``. Running it in a fresh
 process makes the peak belong to this one indexing run only. ``--save-vectors`` writes the
 embeddings (``.npy``) for the search figure; ``--proposed`` first patches in the faster functions
-of :mod:`bench.proposals`, to measure the pipeline as it would be with them.
+of :mod:`bench.proposals` (``--no-spin``: ONNX Runtime threads that do not spin), to measure the
+pipeline as it would be with them.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
     parser.add_argument("--proposed", action="store_true", help="patch in bench.proposals' faster functions")
+    parser.add_argument("--no-spin", action="store_true", help="ONNX Runtime threads do not spin (bench.proposals)")
     args = parser.parse_args(argv)
-    if args.proposed:
+    if args.proposed or args.no_spin:
         from .proposals import install
 
-        install()
+        install(functions=args.proposed, no_spin=args.no_spin)
 
     import numpy as np
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "ort_threads": args.threads or None,
         "gdal_cachemax": os.environ.get("GDAL_CACHEMAX"),
         "proposed": args.proposed,
+        "no_spin": args.no_spin,
         "tiles_total": stats.tiles_total,
         "tiles_embedded": stats.tiles_embedded,
         "tiles_skipped": stats.tiles_skipped_nodata + stats.tiles_skipped_constant,

@@ -12,11 +12,20 @@ those stages share the cores with the encoder. These versions give bit-identical
   and normalise the whole batch in place, instead of two temporary HxWx3 float arrays and a
   strided transpose per tile; a tile already at the model's size skips the resize entirely.
 
+A third proposal is a setting: ONNX Runtime's intra-op threads spin while waiting for work
+(``session.intra_op.allow_spinning`` defaults to on), which steals the cores from the reader
+threads of the pipeline and from other processes, and collapses throughput when the machine is
+busy; ``no_spin_session_options`` turns it off.
+
 ``install()`` patches them into the engine modules of the current process; only
-:mod:`bench.index_child` ``--proposed`` calls it, to measure the pipeline as it would be.
+:mod:`bench.index_child` (``--proposed``, ``--no-spin``) calls it, to measure the pipeline as it
+would be.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -70,10 +79,37 @@ def check_identical(tiles: list[tuple[np.ndarray, np.ndarray]], spec: ImageSpec)
     }
 
 
-def install() -> None:
-    """Patch these versions into the engine for this process (bench.index_child --proposed)."""
+def install(functions: bool = True, no_spin: bool = False) -> None:
+    """Patch the proposals into the engine for this process (functions, and/or ORT without spinning)."""
     import rs_text_search.core.indexing as indexing
     import rs_text_search.core.model as model
 
-    indexing._classify = classify
-    model.preprocess = preprocess
+    if functions:
+        indexing._classify = classify
+        model.preprocess = preprocess
+    if no_spin:
+        import onnxruntime
+
+        with no_spin_sessions():
+            patched = onnxruntime.SessionOptions
+        onnxruntime.SessionOptions = patched  # for the rest of this process
+
+
+@contextmanager
+def no_spin_sessions() -> Iterator[None]:
+    """ONNX Runtime sessions created inside this block do not spin (``load_model`` inside it)."""
+    import onnxruntime
+
+    original = onnxruntime.SessionOptions
+
+    def no_spin_session_options():
+        options = original()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return options
+
+    onnxruntime.SessionOptions = no_spin_session_options
+    try:
+        yield
+    finally:
+        onnxruntime.SessionOptions = original

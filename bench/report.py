@@ -79,7 +79,8 @@ def _pipeline(fig: dict) -> list[str]:
           fig["efficiency"]]])
     if fig.get("indexing_proposed"):
         proposed = fig["indexing_proposed"]
-        lines += [f"With `bench/proposals.py` patched in (faster classify + preprocess, identical results): "
+        lines += [f"With the proposals of `bench/proposals.py` patched in (faster classify + preprocess with "
+                  "identical results, ONNX Runtime threads not spinning): "
                   f"{_fmt(proposed['tiles_per_s'])} tiles/s, efficiency {_fmt(fig.get('efficiency_proposed'))}.", ""]
     costs = fig["stage_costs_single_thread"]
     lines += ["Where a tile's CPU time goes (ms per tile, one thread; the ceiling is encode / (encode + the other "
@@ -100,10 +101,12 @@ def _pipeline(fig: dict) -> list[str]:
     lines += [f"Engine defaults used: batch {defaults['batch_size']}, {defaults['readers']} reader threads, "
               f"provider {defaults['provider']}.", ""]
     if fig.get("sweep"):
-        lines += ["Indexing the small raster with other settings (threads 0 = ONNX Runtime's default):", ""]
-        lines += _table(["batch", "readers", "ORT threads", "tiles/s", "peak RSS MiB"],
-                        [[r["batch_size"], r["readers"], r["threads"], r["tiles_per_s"], r["peak_rss_mib"]]
-                         for r in fig["sweep"]])
+        lines += ["Indexing the small raster with other settings, one child process each, in this order (the "
+                  "engine's defaults first and last):", ""]
+        lines += _table(["batch", "readers", "ORT threads", "ORT spinning", "proposed functions", "tiles/s",
+                         "peak RSS MiB"],
+                        [[r["batch_size"], r["readers"], r["ort_threads"], "off" if r["no_spin"] else "on",
+                          r["proposed_functions"], r["tiles_per_s"], r["peak_rss_mib"]] for r in fig["sweep"]])
     return lines
 
 
@@ -139,10 +142,11 @@ def _search(fig: dict) -> list[str]:
             entry = size[kind]
             by_query = entry.get("recall_at_10_by_query", {})
             rows.append([size["tiles"], f"{kind} ({entry['type']})", "yes" if size["engine_picks"] == kind else "",
-                         entry["build_s"], entry["p50_ms"], entry["p95_ms"], entry["recall_at_10"],
-                         by_query.get("image"), by_query.get("text")])
-    lines += _table(["tiles", "index", "engine's pick", "build s", "p50 ms", "p95 ms", "recall@10",
-                     "recall@10 image queries", "recall@10 text queries"], rows)
+                         entry["build_s"], entry["p50_ms"], entry["p95_ms"], entry.get("p50_ms_faiss_1thread"),
+                         entry.get("p95_ms_faiss_1thread"), entry["recall_at_10"], by_query.get("image"),
+                         by_query.get("text")])
+    lines += _table(["tiles", "index", "engine's pick", "build s", "p50 ms", "p95 ms", "p50 ms, faiss 1 thread",
+                     "p95 ms, faiss 1 thread", "recall@10", "recall@10 image queries", "recall@10 text queries"], rows)
     if fig["sizes"]:
         top = fig["sizes"][-1]
         lines += [f"efSearch of the approximate index at {top['tiles']:,} tiles:", ""]
@@ -150,8 +154,9 @@ def _search(fig: dict) -> list[str]:
                         [[r["ef_search"], r["recall_at_10"], r["p50_ms"]] for r in top["ef_sweep"]])
     if fig.get("exact_latency_sweep"):
         lines += ["Exact search latency by size (one query at a time):", ""]
-        lines += _table(["tiles", "p50 ms", "p95 ms"],
-                        [[r["tiles"], r["p50_ms"], r["p95_ms"]] for r in fig["exact_latency_sweep"]])
+        lines += _table(["tiles", "p50 ms", "p95 ms", "p50 ms, faiss 1 thread", "p95 ms, faiss 1 thread"],
+                        [[r["tiles"], r["p50_ms"], r["p95_ms"], r.get("p50_ms_faiss_1thread"),
+                          r.get("p95_ms_faiss_1thread")] for r in fig["exact_latency_sweep"]])
     e2e = fig.get("end_to_end_text_query")
     if e2e:
         lines += [f"End-to-end text query at {e2e['tiles']:,} tiles ({e2e['index']} index):", ""]

@@ -14,7 +14,8 @@ reported, since recall depends on it.
 Queries: held-out augmented tiles (embedded by the model; a "find similar" search) and UCM
 captions (embedded by the text encoder; a text search). Ground truth is exact inner-product
 search. For each size: the exact index and the approximate one, both from the engine's
-``make_faiss_index``; latency of one query at a time (p50/p95, ms), recall@10, build seconds,
+``make_faiss_index``; latency of one query at a time (p50/p95, ms; with faiss's default OpenMP
+threads, as the engine runs, and with one thread), recall@10, build seconds,
 which one the engine picks, and an ``efSearch`` sweep of the approximate index. The end-to-end
 text query (tokenise + text encoder + search on the engine's pick at the largest size) is timed
 per caption, with the engine's default ONNX Runtime threads and with one thread. An exact-search
@@ -82,16 +83,27 @@ def ucm_captions(shared: Path, count: int) -> list[str]:
     return captions[::step][:count]
 
 
-def _latencies(index, queries: np.ndarray, budget_s: float) -> list[float]:
-    """Seconds per single-query search, for as many queries as fit in ``budget_s`` (at least 5)."""
+def _latencies(index, queries: np.ndarray, budget_s: float, threads: int | None = None) -> list[float]:
+    """Seconds per single-query search, for as many queries as fit in ``budget_s`` (at least 5).
+
+    threads: faiss OpenMP threads during the measurement (None: leave faiss's setting, all cores).
+    """
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    if threads:
+        faiss.omp_set_num_threads(threads)
     times: list[float] = []
-    started = time.perf_counter()
-    for i, query in enumerate(queries):
-        tick = time.perf_counter()
-        index.search(query[None, :], K)
-        times.append(time.perf_counter() - tick)
-        if i >= 4 and time.perf_counter() - started > budget_s:
-            break
+    try:
+        started = time.perf_counter()
+        for i, query in enumerate(queries):
+            tick = time.perf_counter()
+            index.search(query[None, :], K)
+            times.append(time.perf_counter() - tick)
+            if i >= 4 and time.perf_counter() - started > budget_s:
+                break
+    finally:
+        faiss.omp_set_num_threads(before)
     return times
 
 
@@ -108,11 +120,13 @@ def _measure_size(vectors: np.ndarray, queries: dict[str, np.ndarray], budget_s:
     exact_build = time.perf_counter() - started
     _, truth = exact.search(all_queries, K)
     exact_times = _latencies(exact, all_queries, budget_s)
+    exact_single = _latencies(exact, all_queries, budget_s, threads=1)
     started = time.perf_counter()
     approx = make_faiss_index(vectors, approximate=True)
     approx_build = time.perf_counter() - started
     default_ef = approx.hnsw.efSearch
     approx_times = _latencies(approx, all_queries, budget_s)
+    approx_single = _latencies(approx, all_queries, budget_s, threads=1)
     _, found = approx.search(all_queries, K)
     recalls, offset = {}, 0
     for kind, block in queries.items():
@@ -131,10 +145,13 @@ def _measure_size(vectors: np.ndarray, queries: dict[str, np.ndarray], budget_s:
         "engine_picks": picked,
         "exact": {"type": type(exact).__name__, "build_s": round(exact_build, 2), "queries_timed": len(exact_times),
                   "p50_ms": percentile_ms(exact_times, 50), "p95_ms": percentile_ms(exact_times, 95),
-                  "recall_at_10": 1.0},
+                  "p50_ms_faiss_1thread": percentile_ms(exact_single, 50),
+                  "p95_ms_faiss_1thread": percentile_ms(exact_single, 95), "recall_at_10": 1.0},
         "approximate": {"type": type(approx).__name__, "build_s": round(approx_build, 2), "ef_search": default_ef,
                         "queries_timed": len(approx_times), "p50_ms": percentile_ms(approx_times, 50),
-                        "p95_ms": percentile_ms(approx_times, 95), "recall_at_10": _recall(found, truth),
+                        "p95_ms": percentile_ms(approx_times, 95),
+                        "p50_ms_faiss_1thread": percentile_ms(approx_single, 50),
+                        "p95_ms_faiss_1thread": percentile_ms(approx_single, 95), "recall_at_10": _recall(found, truth),
                         "recall_at_10_by_query": recalls},
         "ef_sweep": sweep,
         "_indexes": {"exact": exact, "approximate": approx},
@@ -196,8 +213,12 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_
     for size in sorted(flat_sizes):
         index = faiss.IndexFlatIP(largest.shape[1])
         index.add(largest[:size])
-        times = _latencies(index, np.concatenate(list(queries.values())), budget_s / 2)
-        flat.append({"tiles": size, "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)})
+        both = np.concatenate(list(queries.values()))
+        times = _latencies(index, both, budget_s / 2)
+        single = _latencies(index, both, budget_s / 2, threads=1)
+        flat.append({"tiles": size, "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95),
+                     "p50_ms_faiss_1thread": percentile_ms(single, 50),
+                     "p95_ms_faiss_1thread": percentile_ms(single, 95)})
         del index
     result["exact_latency_sweep"] = flat
     if last_indexes is not None:
