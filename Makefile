@@ -56,3 +56,11 @@ deploy:
 	for entry in $(CURDIR)/$(PLUGIN)/* $(CURDIR)/metadata.txt $(CURDIR)/icon.svg; do \
 	  ln -s "$$entry" "$(PLUGINS_DIR)/$(PLUGIN)/"; done
 	@echo "linked $(CURDIR)/$(PLUGIN) into $(PLUGINS_DIR)/$(PLUGIN); restart QGIS or use Plugin Reloader"
+
+# Benchmarks (issue 6): bench/results.json + BENCHMARKS.md. `make bench` < 15 min, `make bench-quick` < 3 min
+# on the 2-core development machine; `$(PY) -m bench --full` runs the full sizes (much longer).
+bench: setup
+	$(PY) -m bench --shared "$(SHARED)"
+
+bench-quick: setup
+	$(PY) -m bench --quick --shared "$(SHARED)"
