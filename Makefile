@@ -33,17 +33,20 @@ clean:
 # inside the plugin folder, and the bundled model(s) under rs_text_search/resources/models/.
 PLUGIN := rs_text_search
 PLUGIN_VERSION = $(shell sed -n 's/^version=//p' metadata.txt)
+PACKAGE_BUILD ?= build/package
+DIST ?= dist
+PLUGIN_ZIP = $(abspath $(DIST))/$(PLUGIN)-$(PLUGIN_VERSION).zip
 package:
-	rm -rf build/package dist/$(PLUGIN)-$(PLUGIN_VERSION).zip
-	mkdir -p build/package dist
-	cp -R $(PLUGIN) build/package/$(PLUGIN)
-	find build/package -name '__pycache__' -prune -exec rm -rf {} +
-	rm -rf build/package/$(PLUGIN)/tests build/package/$(PLUGIN)/training
-	cp metadata.txt icon.svg build/package/$(PLUGIN)/
-	mkdir -p build/package/$(PLUGIN)/resources/models
-	if [ -d resources/models ]; then cp -R resources/models/. build/package/$(PLUGIN)/resources/models/; fi
-	cd build/package && zip -q -r -X ../../dist/$(PLUGIN)-$(PLUGIN_VERSION).zip $(PLUGIN)
-	@echo "wrote dist/$(PLUGIN)-$(PLUGIN_VERSION).zip"
+	rm -rf "$(PACKAGE_BUILD)" "$(PLUGIN_ZIP)"
+	mkdir -p "$(PACKAGE_BUILD)" "$(DIST)"
+	cp -R $(PLUGIN) "$(PACKAGE_BUILD)/$(PLUGIN)"
+	find "$(PACKAGE_BUILD)" -name '__pycache__' -prune -exec rm -rf {} +
+	rm -rf "$(PACKAGE_BUILD)/$(PLUGIN)/tests" "$(PACKAGE_BUILD)/$(PLUGIN)/training"
+	cp metadata.txt icon.svg "$(PACKAGE_BUILD)/$(PLUGIN)/"
+	mkdir -p "$(PACKAGE_BUILD)/$(PLUGIN)/resources/models"
+	if [ -d resources/models ]; then cp -R resources/models/. "$(PACKAGE_BUILD)/$(PLUGIN)/resources/models/"; fi
+	cd "$(PACKAGE_BUILD)" && zip -q -r -X "$(PLUGIN_ZIP)" $(PLUGIN)
+	@echo "wrote $(PLUGIN_ZIP)"
 
 # Development: link the working tree into a QGIS profile (QGIS_PROFILE=default, or set PLUGINS_DIR);
 # it replaces whatever is installed there as rs_text_search.

@@ -57,6 +57,7 @@ class Controller(QObject):
         self.thumbnails: dict[str, QImage] = {}
         self.request: SearchRequest | None = None
         self.marks: dict[str, int] = {}  # tile id -> +1 good / -1 bad
+        self._layer_names: dict[str, str] = {}  # index key prefix (tile id prefix) -> project layer name
         self.keep_results = False
         self.results_layer_id: str | None = None
         self.index_task: IndexTask | None = None
@@ -81,9 +82,11 @@ class Controller(QObject):
         self._generation += 1
         for task in list(self._tasks):
             try:
+                if isinstance(task, IndexTask):
+                    task.progressChanged.disconnect(self._on_index_progress)
                 task.cancel()
                 task.waitForFinished(10_000)
-            except RuntimeError:  # already deleted by the task manager
+            except (RuntimeError, TypeError):  # already deleted by the task manager, or never connected
                 pass
         self._highlight.clear()
         result_layers.remove_temporary_results()
@@ -181,11 +184,14 @@ class Controller(QObject):
         if not sources:
             return None
         task = IndexTask(self.engine, replace(self.settings), sources, kept_layers, self._index_finished)
-        task.progressChanged.connect(lambda _value: self.indexingChanged.emit())
+        task.progressChanged.connect(self._on_index_progress)
         self.index_task = task
         self._start(task)
         self.indexingChanged.emit()
         return task
+
+    def _on_index_progress(self, _value: float) -> None:
+        self.indexingChanged.emit()
 
     def _online_view(self, layer: QgsRasterLayer) -> tuple[QgsRectangle, float]:
         """Online layers are indexed over the current map extent at the current map resolution."""
@@ -283,14 +289,14 @@ class Controller(QObject):
         for layer in self.raster_layers():
             try:
                 found = self.engine.indexes_for(lookup_identity(layer), info, self.settings, candidates)
-                if found:
-                    source = QgisRasterSource(layer, reader_handles=0) if not is_online(layer) else None
             except RasterError:
                 continue
             for index in found:
                 indexes.append(index)
-                if source is not None:
-                    sources[index.key[:8]] = source
+                self._layer_names[index.key[:8]] = layer.name()
+                thumbnails = _thumbnail_source(layer, index)
+                if thumbnails is not None:
+                    sources[index.key[:8]] = thumbnails
         if not indexes:
             self.message(f"No layer of this project is indexed with the model '{info.name}' yet; click "
                          "'Index layers…' first.", Qgis.Info)
@@ -312,9 +318,14 @@ class Controller(QObject):
 
     def _search_finished(self, task: SearchTask) -> None:
         self._tasks.discard(task)
-        if task is not self.search_task or task.generation != self._generation:
-            return  # a newer search replaced it, or the project was closed meanwhile
+        if task is not self.search_task:
+            return  # a newer search replaced it
         self.search_task = None
+        if task.generation != self._generation:
+            log.info("search finished after the project was closed or the plugin unloaded; results dropped")
+            if self._connections:  # still loaded: the search button comes back
+                self.searchingChanged.emit(False)
+            return
         self.searchingChanged.emit(False)
         if task.model_provider:
             self.modelChanged.emit()
@@ -326,7 +337,6 @@ class Controller(QObject):
         if task.example_tile:
             request = replace(request, tiles=request.tiles + [task.example_tile], point=None)
         self.request, self.results, self.thumbnails = request, task.results, task.thumbnails
-        self.marks = {t: 1 for t in request.tiles if request.texts}  # examples of a refined text query
         self._show_layer(task)
         self.resultsChanged.emit()
         if not task.results:
@@ -345,6 +355,10 @@ class Controller(QObject):
             return
         result_layers.show_results_layer(layer, keep_previous=self.keep_results)
         self.results_layer_id = layer.id()
+
+    def layer_name(self, result: SearchResult) -> str:
+        """The name of the project layer a result comes from (the indexed name if it is gone)."""
+        return self._layer_names.get(result.tile_id.split(":")[0], result.raster_name)
 
     def loaded_model_sha(self) -> str | None:
         model = self.engine.loaded_model
@@ -368,3 +382,17 @@ class Controller(QObject):
             return None
         self.message(f"Results written to {written}.", Qgis.Success, 5)
         return written
+
+
+def _thumbnail_source(layer: QgsRasterLayer, index) -> QgisRasterSource | None:
+    """A reader for thumbnails on the index's own pixel grid (online layers: the indexed extent)."""
+    try:
+        if not is_online(layer):
+            return QgisRasterSource(layer, reader_handles=0)
+        identity = index.meta["raster"]["identity"]
+        (x0, y0), (res_x, res_y) = identity["origin"], identity["resolution"]
+        extent = QgsRectangle(x0, y0 - identity["height"] * res_y, x0 + identity["width"] * res_x, y0)
+        return QgisRasterSource(layer, extent, res_x, reader_handles=0)
+    except (RasterError, KeyError, ValueError) as exc:
+        log.info("no thumbnails for %s: %s", layer.name(), exc)
+        return None

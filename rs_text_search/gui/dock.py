@@ -29,6 +29,7 @@ from qgis.PyQt.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QTreeWidget,
@@ -140,12 +141,12 @@ class SearchDock(QgsDockWidget):
         self.minScoreSpin.setSingleStep(0.01)
         self.minScoreSpin.setDecimals(2)
         self.minScoreSpin.setSpecialValueText("any score")
-        self.minScoreSpin.setPrefix("score ≥ ")
+        self.minScoreSpin.setPrefix("≥ ")
         self.minScoreSpin.setValue(settings.min_score)
         self.minScoreSpin.setToolTip("Hide tiles whose similarity to the query is below this value")
         self.scopeCombo = QComboBox()
         self.scopeCombo.setObjectName("scopeCombo")
-        self.scopeCombo.addItems(["All indexed layers", "Current map extent"])
+        self.scopeCombo.addItems(["All indexed layers", "Map extent only"])
         self.scopeCombo.setToolTip("Where to search")
         self.topKSpin.valueChanged.connect(self._remember_limits)
         self.minScoreSpin.valueChanged.connect(self._remember_limits)
@@ -183,12 +184,14 @@ class SearchDock(QgsDockWidget):
         refine = QHBoxLayout(self.refineBar)
         refine.setContentsMargins(0, 0, 0, 0)
         self.marksLabel = QLabel()
-        self.refineButton = QPushButton("Refine search")
+        self.marksLabel.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.refineButton = QPushButton("Refine")
         self.refineButton.setObjectName("refineButton")
         self.refineButton.setToolTip("Search again with the good results as examples and away from the bad ones")
         self.refineButton.clicked.connect(lambda: self.controller.refine(self._extent_only()))
         clear = QToolButton()
-        clear.setText("Clear marks")
+        clear.setText("Clear")
+        clear.setToolTip("Forget the good and bad marks")
         clear.clicked.connect(self._clear_marks)
         refine.addWidget(self.marksLabel, 1)
         refine.addWidget(clear)
@@ -211,6 +214,7 @@ class SearchDock(QgsDockWidget):
         row = QHBoxLayout()
         self.statusLabel = QLabel()
         self.statusLabel.setObjectName("statusLabel")
+        self.statusLabel.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.indexButton = QPushButton("Index layers…")
         self.indexButton.setObjectName("indexButton")
         self.indexButton.setToolTip("Cut raster layers into tiles and embed them, so they can be searched")
@@ -233,6 +237,8 @@ class SearchDock(QgsDockWidget):
         self.providerLabel = QLabel()
         self.providerLabel.setObjectName("providerLabel")
         self.providerLabel.setStyleSheet("color: palette(mid);")
+        self.providerLabel.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.providerLabel.setWordWrap(True)
         settings = QToolButton()
         settings.setObjectName("settingsButton")
         settings.setText("Settings…")
@@ -328,7 +334,7 @@ class SearchDock(QgsDockWidget):
         self.resultsView.clear()
         items = []
         for result in controller.results:
-            item = QTreeWidgetItem(["", str(result.rank), f"{result.score:.3f}", result.raster_name])
+            item = QTreeWidgetItem(["", str(result.rank), f"{result.score:.3f}", controller.layer_name(result)])
             image = controller.thumbnails.get(result.tile_id)
             if image is not None and not image.isNull():
                 item.setIcon(0, QIcon(QPixmap.fromImage(image)))
@@ -351,10 +357,14 @@ class SearchDock(QgsDockWidget):
         marks = self.controller.marks
         for i in range(self.resultsView.topLevelItemCount()):
             item = self.resultsView.topLevelItem(i)
-            mark = marks.get(item.data(0, RESULT_ROLE).tile_id, 0)
+            result = item.data(0, RESULT_ROLE)
+            mark = marks.get(result.tile_id, 0)
             brush = GOOD_BRUSH if mark > 0 else BAD_BRUSH if mark < 0 else QBrush()
             for column in range(4):
                 item.setBackground(column, brush)
+            # Colour is not the only cue: the layer column also says how the result was marked.
+            name = self.controller.layer_name(result)
+            item.setText(3, ("✔ good · " if mark > 0 else "✘ bad · " if mark < 0 else "") + name)
         good = sum(1 for v in marks.values() if v > 0)
         bad = len(marks) - good
         self.marksLabel.setText(f"{good} good, {bad} bad example{'s' if bad != 1 else ''}")
@@ -392,12 +402,13 @@ class SearchDock(QgsDockWidget):
     def _render_model(self) -> None:
         model = self.controller.engine.loaded_model
         if model is not None:
-            self.providerLabel.setText(f"Model {model.name} · runs on {model.provider.upper()}")
-            self.providerLabel.setToolTip(str(model.directory))
+            self.providerLabel.setText(f"{model.name} · runs on {model.provider.upper()}")
+            self.providerLabel.setToolTip(f"Model {model.name} from {model.directory}, run by ONNX Runtime on "
+                                          f"{model.provider.upper()} (the provider that actually ran)")
             return
         info = self.controller.model_info(quiet=True)
         if info is None:
             self.providerLabel.setText("No model found: choose one in Settings")
         else:
-            self.providerLabel.setText(f"Model {info.name} · loads on first use")
+            self.providerLabel.setText(f"{info.name} · loads on first use")
             self.providerLabel.setToolTip(str(info.directory))

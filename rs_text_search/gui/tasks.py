@@ -107,7 +107,7 @@ class IndexTask(_Task):
         for position, source in enumerate(self.sources):
             outcome = IndexOutcome(source.layer_id, source.name)
             if self.isCanceled():
-                self.cancelled_message = f"Indexing stopped before '{source.name}'."
+                self.cancelled_message = f"Indexing was cancelled before '{source.name}' started."
                 break
 
             def progress(done: int, total: int, position: int = position, name: str = source.name) -> None:

@@ -166,3 +166,69 @@ def test_model_of_another_index_is_not_mixed(plugin, iface, scenes, cache, tmp_p
     controller.search_text("houses")
     assert controller.search_task is None
     assert any("indexed with the model 'tiny-clip_bpe-seed1'" in text for text in bar_texts(iface))
+
+
+def test_cancel_right_after_starting(plugin, iface, scenes, fresh_cache, slow_reads, qtbot, wait_idle):
+    layer = iface.add_raster(scenes / BIG_SCENE)
+    controller = plugin.controller
+    controller.index_layers([layer])
+    controller.cancel_indexing()  # before or just after run() started: both end cleanly
+    wait_idle(controller)
+    assert any("cancelled" in text for text in bar_texts(iface)), bar_texts(iface)
+    assert plugin.dock.indexButton.isEnabled() and not plugin.dock.cancelButton.isVisibleTo(plugin.dock)
+
+
+def test_unloading_while_indexing(iface, plugin_settings, fresh_cache, scenes, slow_reads, qtbot):
+    import rs_text_search
+
+    from .conftest import flush_deletes
+
+    plugin = rs_text_search.classFactory(iface)
+    plugin.initGui()
+    layer = iface.add_raster(scenes / BIG_SCENE)
+    task = plugin.controller.index_layers([layer])
+    qtbot.waitUntil(lambda: task.progress() > 2, timeout=30_000)
+    plugin.unload()  # cancels the task and waits for it
+    flush_deletes()
+    qtbot.wait(200)  # the task's finished() arrives after unload: it must do nothing
+    assert iface.mainWindow().findChild(type(iface.mainWindow()), "RsTextSearchDock") is None
+    [folder] = list((fresh_cache / "indexes").iterdir())
+    assert _catalog_rows(folder) > 0
+
+
+def test_closing_the_project_during_a_search(plugin, iface, scenes, cache, monkeypatch, qtbot, wait_idle):
+    layer = iface.add_raster(scenes / "massachusetts_22978945_15.tif")
+    controller = plugin.controller
+    controller.index_layers([layer])
+    wait_idle(controller)
+    original = QgisRasterSource.read
+
+    def slow_thumbnail(self, window, out_size=None):
+        time.sleep(0.05)
+        return original(self, window, out_size)
+
+    monkeypatch.setattr(QgisRasterSource, "read", slow_thumbnail)
+    task = controller.search_text("houses")
+    assert task is not None
+    QgsProject.instance().clear()
+    wait_idle(controller)
+    assert controller.results == [] and QgsProject.instance().mapLayers() == {}
+    assert plugin.dock.resultsView.topLevelItemCount() == 0
+
+
+def test_indexes_are_reused_when_the_project_is_opened_again(plugin, iface, scenes, cache, tmp_path, qtbot,
+                                                             wait_idle):
+    project = QgsProject.instance()
+    layer = iface.add_raster(scenes / "massachusetts_22978945_15.tif")
+    plugin.controller.index_layers([layer])
+    wait_idle(plugin.controller)
+    path = tmp_path / "analysis.qgz"
+    assert project.write(str(path))
+    project.clear()
+    assert plugin.dock.statusLabel.text() == "No raster layer in the project"
+    assert project.read(str(path))
+    assert plugin.dock.statusLabel.text() == "1 of 1 raster layer indexed"
+    plugin.controller.search_text("trees")
+    assert plugin.controller.index_task is None
+    wait_idle(plugin.controller)
+    assert len(plugin.controller.results) == 10

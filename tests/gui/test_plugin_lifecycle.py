@@ -67,3 +67,21 @@ def test_dock_has_the_names_checks_rely_on(plugin, iface):
                        (QLabel, "providerLabel")):
         assert dock.findChild(kind, name) is not None, name
     assert "tiny" in dock.findChild(QLabel, "providerLabel").text()
+
+
+def test_logging_reaches_the_qgis_message_log(plugin, qtbot):
+    import logging
+
+    received = []
+
+    def keep(message: str, tag: str, _level) -> None:
+        received.append((message, tag))
+
+    log = QgsApplication.messageLog()
+    log.messageReceived.connect(keep)
+    try:
+        logging.getLogger("rs_text_search.gui.test").warning("a sentence for the log panel")
+        qtbot.waitUntil(lambda: bool(received), timeout=2000)
+    finally:
+        log.messageReceived.disconnect(keep)
+    assert ("rs_text_search.gui.test: a sentence for the log panel", "RS Text Search") in received

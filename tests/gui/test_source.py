@@ -144,6 +144,7 @@ def test_xyz_layer_indexed_over_the_map_extent_and_searched(plugin, iface, xyz_t
     wait_idle(plugin.controller)
     results = plugin.controller.results
     assert results and all(r.raster == layer.source() for r in results)
+    assert not plugin.controller.thumbnails[results[0].tile_id].isNull(), "online layers get thumbnails too"
     viewed = canvas.extent()
     assert all(QgsRectangle(*r.bounds).intersects(viewed) for r in results)
 
