@@ -59,13 +59,18 @@ def _distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def _gather(tensor: torch.Tensor, world: int, with_grad: bool) -> torch.Tensor:
+def _gather(tensor: torch.Tensor, world: int, keep_local_grad: bool) -> torch.Tensor:
+    """Concatenate a tensor over all processes (rank order); the local slice keeps its gradient.
+
+    As in open_clip: each process computes the loss over the global batch, gradients reach only
+    its own features, and DDP's gradient averaging combines them.
+    """
     if world == 1:
         return tensor
-    if with_grad:
-        return torch.cat(torch.distributed.nn.functional.all_gather(tensor))
     parts = [torch.zeros_like(tensor) for _ in range(world)]
-    dist.all_gather(parts, tensor)
+    dist.all_gather(parts, tensor.detach().contiguous())
+    if keep_local_grad:
+        parts[dist.get_rank()] = tensor
     return torch.cat(parts)
 
 
@@ -337,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     best = summary.get("best_metrics")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"run folder: {summary['run_dir']}; steps: {summary['steps']}; best val mR: {summary['best_mR']:.2f}"
           + (f" at epoch {summary['best_epoch']}" if best else ""))  # fmt: skip
     return 0

