@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "prepare_run_dir", "write_json", "save_checkpoint", "write_history"]
+__all__ = ["CHECKPOINT_FORMAT", "prepare_run_dir", "write_json", "save_checkpoint", "write_history", "summarize"]
 
 CHECKPOINT_FORMAT = "rs_text_search.training.checkpoint/1"
 
@@ -89,3 +89,31 @@ def _plot(path: Path, history: list[dict[str, Any]]) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def summarize(run_dirs: list[Path]) -> str:
+    """Markdown table of each run's best validation epoch (from its metrics.csv)."""
+    lines = ["| run | best epoch | i2t R@1/5/10 | t2i R@1/5/10 | val mR | re-ranked mR | s/epoch |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for run in run_dirs:
+        path = Path(run) / "metrics.csv"
+        if not path.is_file():
+            lines.append(f"| {Path(run).name} | (no metrics yet) | | | | | |")
+            continue
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("val_mR")]
+        if not rows:
+            continue
+        best = max(rows, key=lambda r: float(r["val_mR"]))
+        recall = {d: "/".join(f"{float(best[f'val_{d}_r{k}']):.1f}" for k in (1, 5, 10)) for d in ("i2t", "t2i")}
+        seconds = sum(float(r["seconds"]) for r in rows) / len(rows)
+        lines.append(f"| {Path(run).name} | {best['epoch']} of {rows[-1]['epoch']} | {recall['i2t']} | "
+                     f"{recall['t2i']} | {float(best['val_mR']):.2f} | {float(best['val_rerank_mR']):.2f} | "
+                     f"{seconds:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summarize([Path(p) for p in sys.argv[1:]]))
