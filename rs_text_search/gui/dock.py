@@ -13,44 +13,34 @@ from pathlib import Path
 
 from qgis.core import Qgis, QgsProject, QgsVectorLayer
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
-from qgis.PyQt.QtGui import QBrush, QColor, QIcon, QPixmap
+from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
-    QAbstractItemView,
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
-    QMenu,
     QProgressBar,
     QPushButton,
     QSizePolicy,
     QSpinBox,
     QToolButton,
-    QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.search import SearchResult
 from .chooser import LayerChooser
 from .controller import Controller, LayerState
 from .layers import EXPORT_LAYER_NAME
+from .results import ResultsView
 from .settings import NO_MIN_SCORE
-from .tasks import THUMBNAIL_PX
 
 __all__ = ["SearchDock", "DOCK_OBJECT_NAME"]
 
 DOCK_OBJECT_NAME = "RsTextSearchDock"
 SCOPE_ALL, SCOPE_EXTENT = 0, 1
-GOOD_BRUSH, BAD_BRUSH = QBrush(QColor(46, 160, 67, 60)), QBrush(QColor(218, 54, 51, 60))
-RESULT_ROLE = Qt.UserRole + 1
 
 
 class SearchDock(QgsDockWidget):
@@ -160,24 +150,7 @@ class SearchDock(QgsDockWidget):
         self.summaryLabel.setObjectName("summaryLabel")
         self.summaryLabel.setWordWrap(True)
         layout.addWidget(self.summaryLabel)
-        self.resultsView = QTreeWidget()
-        self.resultsView.setObjectName("resultsView")
-        self.resultsView.setColumnCount(4)
-        self.resultsView.setHeaderLabels(["Tile", "#", "Score", "Layer"])
-        self.resultsView.setRootIsDecorated(False)
-        self.resultsView.setUniformRowHeights(True)
-        self.resultsView.setAlternatingRowColors(True)
-        self.resultsView.setIconSize(QSize(THUMBNAIL_PX - 16, THUMBNAIL_PX - 16))
-        self.resultsView.setSelectionMode(QAbstractItemView.ExtendedSelection)
-        self.resultsView.setContextMenuPolicy(Qt.CustomContextMenu)
-        header = self.resultsView.header()
-        header.setSectionResizeMode(0, QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.Stretch)
-        self.resultsView.itemClicked.connect(self._result_clicked)
-        self.resultsView.itemActivated.connect(self._result_clicked)
-        self.resultsView.customContextMenuRequested.connect(self._result_menu)
+        self.resultsView = ResultsView(self.controller, self._extent_only)
         layout.addWidget(self.resultsView, 1)
 
         self.refineBar = QWidget()
@@ -300,50 +273,10 @@ class SearchDock(QgsDockWidget):
         for tile_id in list(self.controller.marks):
             self.controller.mark(tile_id, 0)
 
-    def _selected_results(self) -> list[SearchResult]:
-        return [item.data(0, RESULT_ROLE) for item in self.resultsView.selectedItems()]
-
-    def _result_clicked(self, item: QTreeWidgetItem, _column: int = 0) -> None:
-        result = item.data(0, RESULT_ROLE)
-        if result is not None:
-            self.controller.show_result(result)
-
-    def result_menu(self, results: list[SearchResult]) -> QMenu:
-        """The context menu of the selected results (a separate method so tests can use it)."""
-        menu = QMenu(self.resultsView)
-        ids = [r.tile_id for r in results]
-        extent = self._extent_only()
-        menu.addAction("Find similar tiles", lambda: self.controller.find_similar(ids, extent))
-        menu.addSeparator()
-        menu.addAction("Mark as good example", lambda: [self.controller.mark(t, 1) for t in ids])
-        menu.addAction("Mark as bad example", lambda: [self.controller.mark(t, -1) for t in ids])
-        menu.addAction("Clear mark", lambda: [self.controller.mark(t, 0) for t in ids])
-        menu.addSeparator()
-        menu.addAction("Zoom to tile", lambda: self.controller.show_result(results[0]))
-        menu.addAction("Copy tile id", lambda: QApplication.clipboard().setText("\n".join(ids)))
-        return menu
-
-    def _result_menu(self, position) -> None:
-        results = self._selected_results()
-        if results:
-            self.result_menu(results).popup(self.resultsView.viewport().mapToGlobal(position))
-
     # -- rendering -------------------------------------------------------------------------------
     def _render_results(self) -> None:
         controller = self.controller
-        self.resultsView.clear()
-        items = []
-        for result in controller.results:
-            item = QTreeWidgetItem(["", str(result.rank), f"{result.score:.3f}", controller.layer_name(result)])
-            image = controller.thumbnails.get(result.tile_id)
-            if image is not None and not image.isNull():
-                item.setIcon(0, QIcon(QPixmap.fromImage(image)))
-            item.setData(0, RESULT_ROLE, result)
-            item.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
-            item.setTextAlignment(2, Qt.AlignRight | Qt.AlignVCenter)
-            item.setToolTip(3, f"{result.raster}\ntile {result.tile_id}")
-            items.append(item)
-        self.resultsView.addTopLevelItems(items)
+        self.resultsView.render_results()
         request = controller.request
         if request is None:
             self.summaryLabel.setText("Type a description and press Enter. Results appear here and on the map.")
@@ -354,17 +287,8 @@ class SearchDock(QgsDockWidget):
         self._render_marks()
 
     def _render_marks(self) -> None:
+        self.resultsView.render_marks()
         marks = self.controller.marks
-        for i in range(self.resultsView.topLevelItemCount()):
-            item = self.resultsView.topLevelItem(i)
-            result = item.data(0, RESULT_ROLE)
-            mark = marks.get(result.tile_id, 0)
-            brush = GOOD_BRUSH if mark > 0 else BAD_BRUSH if mark < 0 else QBrush()
-            for column in range(4):
-                item.setBackground(column, brush)
-            # Colour is not the only cue: the layer column also says how the result was marked.
-            name = self.controller.layer_name(result)
-            item.setText(3, ("✔ good · " if mark > 0 else "✘ bad · " if mark < 0 else "") + name)
         good = sum(1 for v in marks.values() if v > 0)
         bad = len(marks) - good
         self.marksLabel.setText(f"{good} good, {bad} bad example{'s' if bad != 1 else ''}")

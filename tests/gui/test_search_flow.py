@@ -12,6 +12,7 @@ from qgis.PyQt.QtWidgets import QApplication, QDialogButtonBox, QFileDialog, QMe
 
 from rs_text_search.core.export import FIELDS
 from rs_text_search.gui.layers import EXPORT_LAYER_NAME, RESULTS_PROPERTY
+from rs_text_search.gui.results import RESULT_ROLE
 
 pytestmark = pytest.mark.qgis
 
@@ -85,7 +86,7 @@ def test_click_zooms_and_flashes(indexed, iface, qtbot, wait_idle):
     search(plugin, qtbot, wait_idle, "houses with trees")
     view = plugin.dock.resultsView
     item = view.topLevelItem(2)
-    result = item.data(0, Qt.UserRole + 1)
+    result = item.data(0, RESULT_ROLE)
     view.scrollToItem(item)
     qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=view.visualItemRect(item).center())
     extent = iface.mapCanvas().extent()
@@ -142,7 +143,7 @@ def test_map_tool_click_and_result_menu_similar(indexed, iface, qtbot, wait_idle
     wait_idle(plugin.controller)
     assert plugin.controller.request.label.startswith("similar to the tile at")
     first = plugin.controller.results[0]
-    menu = plugin.dock.result_menu([first])
+    menu = plugin.dock.resultsView.result_menu([first])
     next(a for a in menu.actions() if a.text() == "Find similar tiles").trigger()
     wait_idle(plugin.controller)
     assert plugin.controller.request.tiles == [first.tile_id]
@@ -153,9 +154,9 @@ def test_mark_good_and_bad_then_refine(indexed, iface, qtbot, wait_idle):
     search(plugin, qtbot, wait_idle, "parking lot")
     dock, controller = plugin.dock, plugin.controller
     good, bad = controller.results[0], controller.results[1]
-    actions = {a.text(): a for a in dock.result_menu([good]).actions()}
+    actions = {a.text(): a for a in dock.resultsView.result_menu([good]).actions()}
     actions["Mark as good example"].trigger()
-    actions = {a.text(): a for a in dock.result_menu([bad]).actions()}
+    actions = {a.text(): a for a in dock.resultsView.result_menu([bad]).actions()}
     actions["Mark as bad example"].trigger()
     assert dock.refineBar.isVisibleTo(dock) and dock.marksLabel.text() == "1 good, 1 bad example"
     qtbot.mouseClick(dock.refineButton, Qt.LeftButton)
