@@ -214,7 +214,12 @@ class Controller(QObject):
         if task is self.index_task:
             self.index_task = None
         if task.generation != self._generation:
-            log.info("indexing finished after the project was closed or the plugin unloaded")
+            task.sources = []
+            if self._connections:  # still loaded: the project was closed while indexing
+                self.message("The project was closed while indexing. "
+                             + (task.cancelled_message or "Finished layers stay indexed."), Qgis.Info)
+                self.indexingChanged.emit()
+                self.layersChanged.emit()
             return
         if task.model_provider:
             self.modelChanged.emit()
@@ -245,18 +250,23 @@ class Controller(QObject):
         if not text:
             self.message("Type what to look for, e.g. 'parking lot with cars' or 'farm fields'.", Qgis.Info)
             return None
-        self.marks = {}
+        self._clear_marks()
         return self.search(SearchRequest(texts=[text], label=text), extent_only)
 
     def find_similar(self, tile_ids: list[str], extent_only: bool = False) -> SearchTask | None:
-        self.marks = {}
+        self._clear_marks()
         label = "similar to " + ", ".join(tile_ids)
         return self.search(SearchRequest(tiles=list(tile_ids), label=label), extent_only)
 
     def find_similar_at(self, x: float, y: float, crs: str, extent_only: bool = False) -> SearchTask | None:
-        self.marks = {}
+        self._clear_marks()
         return self.search(SearchRequest(point=(x, y, crs), label=f"similar to the tile at {x:.6g}, {y:.6g}"),
                            extent_only)
+
+    def _clear_marks(self) -> None:
+        if self.marks:
+            self.marks = {}
+            self.marksChanged.emit()
 
     def mark(self, tile_id: str, value: int) -> None:
         """+1 good, -1 bad, 0 clears the mark."""
@@ -302,6 +312,7 @@ class Controller(QObject):
                          "'Index layers…' first.", Qgis.Info)
             return None
         request.top_k, request.min_score = self.settings.top_k, self.settings.min_score_or_none
+        request.bbox = request.bbox_crs = None
         if extent_only:
             canvas = self.iface.mapCanvas()
             extent = canvas.extent()

@@ -73,6 +73,9 @@ def test_closing_the_project_during_indexing(plugin, iface, scenes, fresh_cache,
     QgsProject.instance().clear()  # QGIS cancels tasks whose dependent layers go away
     wait_idle(controller)
     assert controller.index_task is None
+    assert any("project was closed while indexing" in text and "tiles are kept" in text
+               for text in bar_texts(iface)), bar_texts(iface)
+    assert not plugin.dock.indexProgress.isVisibleTo(plugin.dock)
     [folder] = list((fresh_cache / "indexes").iterdir())
     assert _catalog_rows(folder) > 0, "what was indexed before closing is kept"
     # The plugin still works in the next project.
