@@ -124,8 +124,11 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torc
 
 @torch.no_grad()
 def _momentum_update(online: nn.Module, momentum: nn.Module, factor: float) -> None:
+    """EMA of the weights; buffers (BatchNorm running statistics) are copied as they are."""
     for target, source in zip(momentum.parameters(), online.parameters(), strict=True):
         target.mul_(factor).add_(source.detach(), alpha=1.0 - factor)
+    for target, source in zip(momentum.buffers(), online.buffers(), strict=True):
+        target.copy_(source)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -177,7 +180,7 @@ def fit(p: FitParams) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(p.seed)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=p.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-        num_workers=p.workers, generator=generator, persistent_workers=p.workers > 0,
+        num_workers=p.workers, generator=generator,  # workers restart each epoch: they see set_epoch
     )  # fmt: skip
     if len(loader) == 0:
         raise ValueError(f"{len(train_set)} training images make no full batch of {p.batch_size}")
