@@ -24,7 +24,7 @@ from .controller import LayerState
 
 __all__ = ["LayerChooser"]
 
-LAYER_ROLE = Qt.UserRole + 1
+LAYER_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class LayerChooser(QDialog):
@@ -47,8 +47,8 @@ class LayerChooser(QDialog):
             row.addWidget(button)
         row.addStretch(1)
         layout.addLayout(row)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.buttons.button(QDialogButtonBox.Ok).setText("Index")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Index")
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
@@ -59,23 +59,23 @@ class LayerChooser(QDialog):
         for layer, state in states:
             item = QListWidgetItem(f"{layer.name()}  —  {state}")
             item.setData(LAYER_ROLE, layer.id())
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             wanted = state in (LayerState.NOT_INDEXED, LayerState.PARTIAL)
-            item.setCheckState(Qt.Checked if wanted else Qt.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if wanted else Qt.CheckState.Unchecked)
             if state == LayerState.UNREADABLE:
-                item.setFlags(item.flags() & ~Qt.ItemIsEnabled)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
             self.layerList.addItem(item)
 
     def set_all(self, checked: bool) -> None:
         for i in range(self.layerList.count()):
             item = self.layerList.item(i)
-            if item.flags() & Qt.ItemIsEnabled:
-                item.setCheckState(Qt.Checked if checked else Qt.Unchecked)
+            if item.flags() & Qt.ItemFlag.ItemIsEnabled:
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
     def set_checked(self, layer_ids: list[str]) -> None:
         for i in range(self.layerList.count()):
             item = self.layerList.item(i)
-            item.setCheckState(Qt.Checked if item.data(LAYER_ROLE) in layer_ids else Qt.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if item.data(LAYER_ROLE) in layer_ids else Qt.CheckState.Unchecked)
 
     def checked_layers(self) -> list[QgsRasterLayer]:
         """The ticked layers still in the project (looked up by id: the project may have changed)."""
@@ -83,7 +83,7 @@ class LayerChooser(QDialog):
         chosen = []
         for i in range(self.layerList.count()):
             item = self.layerList.item(i)
-            layer = project.mapLayer(item.data(LAYER_ROLE)) if item.checkState() == Qt.Checked else None
+            layer = project.mapLayer(item.data(LAYER_ROLE)) if item.checkState() == Qt.CheckState.Checked else None
             if layer is not None:
                 chosen.append(layer)
         return chosen

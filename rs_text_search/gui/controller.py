@@ -31,6 +31,9 @@ __all__ = ["Controller", "LayerState"]
 log = logging.getLogger(__name__)
 
 MESSAGE_TITLE = "RS Text Search"
+INFO, SUCCESS, WARNING, CRITICAL = (Qgis.MessageLevel.Info, Qgis.MessageLevel.Success, Qgis.MessageLevel.Warning,
+                                    Qgis.MessageLevel.Critical)
+_LOG_LEVELS = {CRITICAL: logging.ERROR, WARNING: logging.WARNING}
 
 
 class LayerState:
@@ -92,14 +95,14 @@ class Controller(QObject):
         result_layers.remove_temporary_results()
         self.results_layer_id = None
 
-    def message(self, text: str, level: Qgis.MessageLevel = Qgis.Warning, seconds: int = 8) -> None:
-        log.log({Qgis.Critical: logging.ERROR, Qgis.Warning: logging.WARNING}.get(level, logging.INFO), text)
+    def message(self, text: str, level: Qgis.MessageLevel = WARNING, seconds: int = 8) -> None:
+        log.log(_LOG_LEVELS.get(level, logging.INFO), text)
         self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, seconds)
 
     def _ready(self) -> bool:
         if self.missing:
             self.message(f"{' and '.join(self.missing)} missing from QGIS's Python; use 'Install missing "
-                         "dependencies…' in the plugin menu, then restart QGIS.", Qgis.Critical)
+                         "dependencies…' in the plugin menu, then restart QGIS.", CRITICAL)
             return False
         return True
 
@@ -115,7 +118,7 @@ class Controller(QObject):
             return self.engine.model_info(self.settings)
         except (ModelError, OSError) as exc:
             if not quiet:
-                self.message(f"{exc} Choose a model folder in the RS Text Search settings.", Qgis.Critical)
+                self.message(f"{exc} Choose a model folder in the RS Text Search settings.", CRITICAL)
             return None
 
     # -- layers and their indexes --------------------------------------------------------------
@@ -161,10 +164,10 @@ class Controller(QObject):
         if not self._ready():
             return None
         if self.index_task is not None:
-            self.message("Indexing is already running; wait for it or cancel it first.", Qgis.Info)
+            self.message("Indexing is already running; wait for it or cancel it first.", INFO)
             return None
         if not layers:
-            self.message("Choose at least one raster layer to index.", Qgis.Info)
+            self.message("Choose at least one raster layer to index.", INFO)
             return None
         if self.model_info() is None:
             return None
@@ -180,7 +183,7 @@ class Controller(QObject):
                 continue
             if sources[-1].crs_wkt is None:
                 self.message(f"'{layer.name()}' has no CRS; its tiles are located in the layer's own "
-                             "coordinates and cannot be searched together with georeferenced layers.", Qgis.Info)
+                             "coordinates and cannot be searched together with georeferenced layers.", INFO)
         if not sources:
             return None
         task = IndexTask(self.engine, replace(self.settings), sources, kept_layers, self._index_finished)
@@ -217,7 +220,7 @@ class Controller(QObject):
             task.sources = []
             if self._connections:  # still loaded: the project was closed while indexing
                 self.message("The project was closed while indexing. "
-                             + (task.cancelled_message or "Finished layers stay indexed."), Qgis.Info)
+                             + (task.cancelled_message or "Finished layers stay indexed."), INFO)
                 self.indexingChanged.emit()
                 self.layersChanged.emit()
             return
@@ -232,12 +235,12 @@ class Controller(QObject):
                 self.message(f"'{outcome.layer_name}' is indexed: {stats.tiles_embedded} tiles searchable"
                              + (f", {skipped} empty tiles skipped" if skipped else "")
                              + (f" (resumed after {stats.tiles_done_before} tiles)" if 0 < stats.tiles_done_before
-                                < stats.tiles_total else "") + ".", Qgis.Success, 5)
+                                < stats.tiles_total else "") + ".", SUCCESS, 5)
         if task.error:
-            self.message(task.error, Qgis.Critical)
+            self.message(task.error, CRITICAL)
         elif task.cancelled_message or (not task.succeeded and not task.outcomes and task.isCanceled()):
             text = task.cancelled_message or "Indexing was cancelled before it started."
-            self.message(f"{text} Index the layer again to resume.", Qgis.Info)
+            self.message(f"{text} Index the layer again to resume.", INFO)
         for source in task.sources:
             source.close()
         task.sources = []
@@ -248,7 +251,7 @@ class Controller(QObject):
     def search_text(self, text: str, extent_only: bool = False) -> SearchTask | None:
         text = text.strip()
         if not text:
-            self.message("Type what to look for, e.g. 'parking lot with cars' or 'farm fields'.", Qgis.Info)
+            self.message("Type what to look for, e.g. 'parking lot with cars' or 'farm fields'.", INFO)
             return None
         self._clear_marks()
         return self.search(SearchRequest(texts=[text], label=text), extent_only)
@@ -278,7 +281,7 @@ class Controller(QObject):
 
     def refine(self, extent_only: bool = False) -> SearchTask | None:
         if self.request is None or not self.marks:
-            self.message("Mark some results as good or bad first (right-click a result).", Qgis.Info)
+            self.message("Mark some results as good or bad first (right-click a result).", INFO)
             return None
         good = [t for t, v in self.marks.items() if v > 0]
         bad = [t for t, v in self.marks.items() if v < 0]
@@ -309,7 +312,7 @@ class Controller(QObject):
                     sources[index.key[:8]] = thumbnails
         if not indexes:
             self.message(f"No layer of this project is indexed with the model '{info.name}' yet; click "
-                         "'Index layers…' first.", Qgis.Info)
+                         "'Index layers…' first.", INFO)
             return None
         request.top_k, request.min_score = self.settings.top_k, self.settings.min_score_or_none
         request.bbox = request.bbox_crs = None
@@ -342,7 +345,7 @@ class Controller(QObject):
             self.modelChanged.emit()
         if not task.succeeded:
             if task.error:
-                self.message(task.error, Qgis.Warning)
+                self.message(task.error, WARNING)
             return
         request = task.request
         if task.example_tile:
@@ -353,7 +356,7 @@ class Controller(QObject):
         if not task.results:
             self.message("No tile matched"
                          + (" above the minimum score" if request.min_score is not None else "")
-                         + (" inside the map extent" if request.bbox else "") + ".", Qgis.Info)
+                         + (" inside the map extent" if request.bbox else "") + ".", INFO)
 
     def _show_layer(self, task: SearchTask) -> None:
         if not task.results:
@@ -391,7 +394,7 @@ class Controller(QObject):
         except RsTextSearchError as exc:
             self.message(str(exc))
             return None
-        self.message(f"Results written to {written}.", Qgis.Success, 5)
+        self.message(f"Results written to {written}.", SUCCESS, 5)
         return written
 
 

@@ -37,17 +37,17 @@ class InstallDialog(QDialog):
         self.commandView = QPlainTextEdit(deps.command_text(self.command))
         self.commandView.setObjectName("commandView")
         self.commandView.setReadOnly(True)
-        self.commandView.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.commandView.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.commandView.setMaximumHeight(90)
         layout.addWidget(self.commandView)
         self.outputView = QPlainTextEdit()
         self.outputView.setObjectName("outputView")
         self.outputView.setReadOnly(True)
-        self.outputView.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.outputView.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.outputView.setPlaceholderText("pip's output appears here.")
         layout.addWidget(self.outputView, 1)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Close)
-        self.installButton = self.buttons.addButton("Install", QDialogButtonBox.AcceptRole)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.installButton = self.buttons.addButton("Install", QDialogButtonBox.ButtonRole.AcceptRole)
         self.installButton.setObjectName("runInstallButton")
         self.installButton.clicked.connect(self.install)
         self.buttons.rejected.connect(self.reject)
@@ -62,7 +62,7 @@ class InstallDialog(QDialog):
         self.installButton.setEnabled(False)
         self.outputView.appendPlainText("$ " + deps.command_text(command))
         self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.MergedChannels)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         self.process.readyReadStandardOutput.connect(self._read)
         self.process.finished.connect(self._done)
         self.process.errorOccurred.connect(self._failed_to_start)
@@ -73,7 +73,7 @@ class InstallDialog(QDialog):
         self.outputView.appendPlainText(text.rstrip())
 
     def _failed_to_start(self, error) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.ProcessError.FailedToStart:
             self.outputView.appendPlainText(f"Could not start '{self.command[0]}'. Run the command above in a "
                                             "terminal (OSGeo4W Shell on Windows) instead.")
             self.installButton.setEnabled(True)

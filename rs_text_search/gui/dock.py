@@ -157,7 +157,7 @@ class SearchDock(QgsDockWidget):
         refine = QHBoxLayout(self.refineBar)
         refine.setContentsMargins(0, 0, 0, 0)
         self.marksLabel = QLabel()
-        self.marksLabel.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.marksLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.refineButton = QPushButton("Refine")
         self.refineButton.setObjectName("refineButton")
         self.refineButton.setToolTip("Search again with the good results as examples and away from the bad ones")
@@ -187,7 +187,7 @@ class SearchDock(QgsDockWidget):
         row = QHBoxLayout()
         self.statusLabel = QLabel()
         self.statusLabel.setObjectName("statusLabel")
-        self.statusLabel.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.statusLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.indexButton = QPushButton("Index layers…")
         self.indexButton.setObjectName("indexButton")
         self.indexButton.setToolTip("Cut raster layers into tiles and embed them, so they can be searched")
@@ -210,7 +210,7 @@ class SearchDock(QgsDockWidget):
         self.providerLabel = QLabel()
         self.providerLabel.setObjectName("providerLabel")
         self.providerLabel.setStyleSheet("color: palette(mid);")
-        self.providerLabel.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.providerLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.providerLabel.setWordWrap(True)
         settings = QToolButton()
         settings.setObjectName("settingsButton")
@@ -244,7 +244,7 @@ class SearchDock(QgsDockWidget):
 
     def export_results(self, path: str | None = None) -> None:
         if self.controller.results_layer() is None:
-            self.controller.message("There are no results to export; run a search first.", Qgis.Info)
+            self.controller.message("There are no results to export; run a search first.", Qgis.MessageLevel.Info)
             return
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export results", "search_results.gpkg", "GeoPackage (*.gpkg)")
@@ -267,7 +267,7 @@ class SearchDock(QgsDockWidget):
 
         button.clicked.connect(add)
         item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.Success, 10)
+        bar.pushWidget(item, Qgis.MessageLevel.Success, 10)
 
     def _clear_marks(self) -> None:
         for tile_id in list(self.controller.marks):

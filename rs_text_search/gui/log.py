@@ -25,11 +25,11 @@ class QgsMessageLogHandler(logging.Handler):
         except Exception:  # a broken format string must never break the caller
             message = str(record.msg)
         if record.levelno >= logging.ERROR:
-            level = Qgis.Critical
+            level = Qgis.MessageLevel.Critical
         elif record.levelno >= logging.WARNING:
-            level = Qgis.Warning
+            level = Qgis.MessageLevel.Warning
         else:
-            level = Qgis.Info
+            level = Qgis.MessageLevel.Info
         QgsMessageLog.logMessage(message, LOG_TAG, level, notifyUser=False)
 
 

@@ -41,13 +41,13 @@ class SimilarTileTool(QgsMapToolEmitPoint):
     def __init__(self, canvas: QgsMapCanvas, find_at: FindAt) -> None:
         super().__init__(canvas)
         self._find_at = find_at
-        self.setCursor(Qt.WhatsThisCursor)
+        self.setCursor(Qt.CursorShape.WhatsThisCursor)
 
     def flags(self):
         return super().flags() | QgsMapToolEmitPoint.ShowContextMenu
 
     def canvasReleaseEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.LeftButton:
+        if event.button() == Qt.MouseButton.LeftButton:
             point = event.mapPoint()
             self._find_at(point.x(), point.y(), crs_string(self.canvas().mapSettings().destinationCrs()))
 

@@ -61,7 +61,7 @@ class RsTextSearchPlugin:
         self.dock = SearchDock(self.controller, window)
         self.dock.installRequested.connect(self.show_install)
         self.dock.settingsRequested.connect(self.show_settings)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
 
         panel = self.dock.toggleViewAction()
         panel.setIcon(icon)
@@ -172,5 +172,5 @@ class RsTextSearchPlugin:
         button.setObjectName("rsInstallFromBar")
         button.clicked.connect(self.show_install)
         item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.Warning, 0)
+        bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
         log.warning("missing dependencies: %s", ", ".join(self.missing))

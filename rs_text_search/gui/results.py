@@ -18,7 +18,7 @@ from .tasks import THUMBNAIL_PX
 
 __all__ = ["ResultsView", "RESULT_ROLE"]
 
-RESULT_ROLE = Qt.UserRole + 1
+RESULT_ROLE = Qt.ItemDataRole.UserRole + 1
 GOOD_BRUSH, BAD_BRUSH = QBrush(QColor(46, 160, 67, 60)), QBrush(QColor(218, 54, 51, 60))
 COLUMNS = ["Tile", "#", "Score", "Layer"]
 
@@ -37,12 +37,12 @@ class ResultsView(QTreeWidget):
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         self.setIconSize(QSize(THUMBNAIL_PX - 16, THUMBNAIL_PX - 16))
-        self.setSelectionMode(QAbstractItemView.ExtendedSelection)
-        self.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header = self.header()
         for column in range(3):
-            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.Stretch)
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.itemClicked.connect(self._clicked)
         self.itemActivated.connect(self._clicked)
         self.customContextMenuRequested.connect(self._show_menu)
@@ -57,8 +57,8 @@ class ResultsView(QTreeWidget):
             if image is not None and not image.isNull():
                 item.setIcon(0, QIcon(QPixmap.fromImage(image)))
             item.setData(0, RESULT_ROLE, result)
-            item.setTextAlignment(1, Qt.AlignRight | Qt.AlignVCenter)
-            item.setTextAlignment(2, Qt.AlignRight | Qt.AlignVCenter)
+            item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             item.setToolTip(3, f"{result.raster}\ntile {result.tile_id}")
             items.append(item)
         self.addTopLevelItems(items)

@@ -201,4 +201,4 @@ class SearchTask(_Task):
             log.warning("no thumbnail for %s: %s", result.tile_id, exc)
             return QImage()
         height, width = rgb.shape[:2]
-        return QImage(rgb.tobytes(), width, height, 3 * width, QImage.Format_RGB888).copy()
+        return QImage(rgb.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()

@@ -54,7 +54,7 @@ def test_index_from_the_dock_then_search_with_enter(plugin, iface, scenes, fresh
     qtbot.mouseClick(dock.indexButton, Qt.LeftButton)
     chooser = dock.chooser
     assert chooser.isVisible() and [x.id() for x in chooser.checked_layers()] == [layer.id()]
-    qtbot.mouseClick(chooser.buttons.button(QDialogButtonBox.Ok), Qt.LeftButton)
+    qtbot.mouseClick(chooser.buttons.button(QDialogButtonBox.StandardButton.Ok), Qt.LeftButton)
     assert plugin.controller.index_task is not None
     wait_idle(plugin.controller)
     assert dock.statusLabel.text() == "1 of 1 raster layer indexed"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsSettings
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QPlainTextEdit
 
 import rs_text_search
@@ -98,3 +99,19 @@ def test_plugin_loads_without_its_dependencies_and_says_what_is_missing(iface, p
     finally:
         plugin.unload()
         flush_deletes()
+
+
+def test_settings_from_the_dock_are_stored_and_used(plugin, iface, qtbot):
+    from qgis.PyQt.QtWidgets import QToolButton
+
+    qtbot.mouseClick(plugin.dock.findChild(QToolButton, "settingsButton"), Qt.LeftButton)
+    [dialog] = plugin.dialogs
+    assert dialog.isVisible() and dialog.tileSpin.value() == 64
+    dialog.tileSpin.setValue(96)
+    dialog.providerCombo.setCurrentIndex(0)
+    dialog.accept()
+    assert plugin.dialogs == []
+    assert plugin.controller.settings.tile_size_px == 96 and plugin.controller.settings.provider == "auto"
+    stored = PluginSettings.load()
+    assert (stored.tile_size_px, stored.provider) == (96, "auto")
+    assert "loads on first use" in plugin.dock.providerLabel.text()
