@@ -75,17 +75,12 @@ def _pipeline(fig: dict) -> list[str]:
         ["raster", "tiles", "indexing s", "indexing tiles/s", "encoder in memory tiles/s (before, after)",
          "efficiency"],
         [[f"{raster['size_px']:,} px square ({raster['file_mib']:,} MiB on disk)", run["tiles_total"], run["seconds"],
-          run["tiles_per_s"], f"{_fmt(enc['mean'])} ({_fmt(enc['before'])}, {_fmt(enc['after'])})",
-          fig["efficiency"]]])
-    if fig.get("indexing_proposed"):
-        proposed = fig["indexing_proposed"]
-        lines += [f"With the proposals of `bench/proposals.py` patched in (faster classify + preprocess with "
-                  "identical results, ONNX Runtime threads not spinning): "
-                  f"{_fmt(proposed['tiles_per_s'])} tiles/s, efficiency {_fmt(fig.get('efficiency_proposed'))}.", ""]
+          run["tiles_per_s"], f"{_fmt(enc['mean']['default'])} ({_fmt(enc['before']['default'])}, "
+          f"{_fmt(enc['after']['default'])})", fig["efficiency"]]])
     costs = fig["stage_costs_single_thread"]
     lines += ["Where a tile's CPU time goes (ms per tile, one thread; the ceiling is encode / (encode + the other "
               "stages), the best efficiency possible when all stages share the same cores):", ""]
-    lines += _table(["stage", "engine", "proposed"],
+    lines += _table(["stage", "engine", "proposed (bench/proposals.py)"],
                     [["read + decode", costs["read_decode_ms"], costs["read_decode_ms"]],
                      ["classify (empty/constant test)", costs["classify_ms"], costs["classify_proposed_ms"]],
                      ["preprocess", costs["preprocess_ms"], costs["preprocess_proposed_ms"]],
@@ -94,19 +89,22 @@ def _pipeline(fig: dict) -> list[str]:
                      ["CPU-bound efficiency ceiling", costs["efficiency_ceiling_cpu_bound"],
                       costs["efficiency_ceiling_cpu_bound_proposed"]]])
     same = costs["proposed_identical"]
+    defaults = fig["defaults"]
     lines += [f"Proposed functions identical to the engine's: classes equal {_fmt(same['classes_equal'])}, "
               f"preprocess max abs difference {same['preprocess_max_abs_diff']:g}. Encoder share of the indexing "
-              f"wall time: {_fmt(costs.get('encode_share_in_pipeline'))}.", ""]
-    defaults = fig["defaults"]
-    lines += [f"Engine defaults used: batch {defaults['batch_size']}, {defaults['readers']} reader threads, "
-              f"provider {defaults['provider']}.", ""]
-    if fig.get("sweep"):
-        lines += ["Indexing the small raster with other settings, one child process each, in this order (the "
-                  "engine's defaults first and last):", ""]
-        lines += _table(["batch", "readers", "ORT threads", "ORT spinning", "proposed functions", "tiles/s",
-                         "peak RSS MiB"],
-                        [[r["batch_size"], r["readers"], r["ort_threads"], "off" if r["no_spin"] else "on",
-                          r["proposed_functions"], r["tiles_per_s"], r["peak_rss_mib"]] for r in fig["sweep"]])
+              f"wall time: {_fmt(costs.get('encode_share_in_pipeline'))}. Engine defaults used: batch "
+              f"{defaults['batch_size']}, {defaults['readers']} reader threads, provider {defaults['provider']}.", ""]
+    sweep = fig.get("sweep")
+    if sweep:
+        lines += [f"Indexing a {sweep['raster']['size_px']:,} px raster with other settings, one child process each, "
+                  "in this order (engine defaults first and last); efficiency against the in-memory encoder with the "
+                  "same ONNX Runtime setting (" + ", ".join(f"{k} {_fmt(v)}" for k, v in enc["mean"].items())
+                  + " tiles/s):", ""]
+        lines += _table(["setting", "readers", "ORT threads", "ORT spinning", "proposed functions", "tiles/s",
+                         "efficiency", "peak RSS MiB"],
+                        [[r["setting"], r["readers"], r["ort_threads"], "off" if r["no_spin"] else "on",
+                          r["proposed_functions"], r["tiles_per_s"], r["efficiency"], r["peak_rss_mib"]]
+                         for r in sweep["rows"]])
     return lines
 
 
@@ -141,7 +139,8 @@ def _search(fig: dict) -> list[str]:
         for kind in ("exact", "approximate"):
             entry = size[kind]
             by_query = entry.get("recall_at_10_by_query", {})
-            rows.append([size["tiles"], f"{kind} ({entry['type']})", "yes" if size["engine_picks"] == kind else "",
+            rows.append([f"{size['tiles']:,}" + (" (real only)" if size.get("real_only") else ""),
+                         f"{kind} ({entry['type']})", "yes" if size["engine_picks"] == kind else "",
                          entry["build_s"], entry["p50_ms"], entry["p95_ms"], entry.get("p50_ms_faiss_1thread"),
                          entry.get("p95_ms_faiss_1thread"), entry["recall_at_10"], by_query.get("image"),
                          by_query.get("text")])

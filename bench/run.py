@@ -44,30 +44,40 @@ FIGURES = ("encoder", "pipeline", "script", "search")  # "pipeline" measures fig
 @dataclass(frozen=True)
 class Preset:
     large_px: int  # side of the large generated raster (figures 2, 3, 4)
-    small_px: int  # side of the small one (figure 4's comparison, the parameter sweep)
+    small_px: int  # side of the small one (figure 4's comparison)
+    sweep_px: int  # side of the raster of the indexing settings sweep (0: no sweep)
+    gdal_variant: bool  # figure 4 again with a small GDAL block cache
     encoder_rounds: int
     encoder_seconds: float  # per case per round
-    encoder_extra: bool  # also 1 thread, batch 8 and 64
-    stage_tiles: int
-    variants: bool  # large raster also with bench.proposals, both rasters with a small GDAL block cache
-    sweep: bool  # indexing parameter sweep on the small raster
+    encoder_extra: bool  # also ORT without spinning, batch 8 and 64
+    stage_tiles: int  # tiles timed stage by stage (figure 2)
     script_max_tiles: int
-    script_max_seconds: float
+    script_max_seconds: float  # per script variant (4 variants)
     search_sizes: list[int] = field(default_factory=list)
-    flat_sizes: list[int] = field(default_factory=list)
+    flat_sizes: list[int] = field(default_factory=list)  # exact-search latency sweep
     image_queries: int = 100
     text_queries: int = 100
-    search_budget_s: float = 3.0
+    search_budget_s: float = 3.0  # per latency measurement
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(384, 192, 1, 0.2, False, 8, False, False, 32, 5.0, [500, 2_000], [2_000], 8, 8, 0.3),
-    "quick": Preset(4096, 2048, 2, 1.0, False, 64, False, False, 96, 8.0, [10_000, 30_000],
-                    [10_000, 30_000, 100_000], 50, 50, 1.0),
-    "default": Preset(12_000, 3_000, 3, 2.0, True, 128, True, True, 600, 40.0, [10_000, 100_000],
-                      [10_000, 30_000, 100_000, 300_000, 1_000_000], 100, 100, 3.0),
-    "full": Preset(20_000, 5_000, 3, 3.0, True, 256, True, True, 2_000, 120.0, [10_000, 100_000, 1_000_000],
-                   [10_000, 30_000, 100_000, 300_000, 1_000_000], 200, 200, 5.0),
+    "tiny": Preset(large_px=384, small_px=192, sweep_px=0, gdal_variant=False, encoder_rounds=1,
+                   encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=32,
+                   script_max_seconds=5.0, search_sizes=[500, 2_000], flat_sizes=[2_000], image_queries=8,
+                   text_queries=8, search_budget_s=0.3),
+    "quick": Preset(large_px=4096, small_px=2048, sweep_px=0, gdal_variant=False, encoder_rounds=2,
+                    encoder_seconds=1.0, encoder_extra=False, stage_tiles=64, script_max_tiles=96,
+                    script_max_seconds=8.0, search_sizes=[10_000, 30_000], flat_sizes=[10_000, 30_000, 100_000],
+                    image_queries=50, text_queries=50, search_budget_s=1.0),
+    "default": Preset(large_px=10_000, small_px=2_500, sweep_px=3_584, gdal_variant=True, encoder_rounds=3,
+                      encoder_seconds=1.5, encoder_extra=True, stage_tiles=128, script_max_tiles=600,
+                      script_max_seconds=20.0, search_sizes=[10_000, 100_000],
+                      flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], search_budget_s=2.0),
+    "full": Preset(large_px=20_000, small_px=5_000, sweep_px=4_480, gdal_variant=True, encoder_rounds=3,
+                   encoder_seconds=3.0, encoder_extra=True, stage_tiles=256, script_max_tiles=2_000,
+                   script_max_seconds=60.0, search_sizes=[10_000, 100_000, 1_000_000],
+                   flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
+                   search_budget_s=5.0),
 }
 
 
@@ -173,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import pipeline
 
         pair = _timed(run, "pipeline+memory", lambda: pipeline.run(
-            model_dir, state["large"], state["small"], args.work, preset.encoder_seconds, preset.stage_tiles,
-            preset.variants, preset.sweep, vectors_out=vectors_path))
+            model_dir, state["large"], state["small"], state.get("sweep"), args.work, preset.encoder_seconds,
+            preset.stage_tiles, preset.gdal_variant, vectors_out=vectors_path))
         if pair:
             run["figures"]["pipeline"], run["figures"]["memory"] = pair
     engine_rate = run["figures"].get("pipeline", {}).get("indexing", {}).get("tiles_per_s")
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _inputs(args: argparse.Namespace, preset: Preset, model_dir: Path) -> dict[str, Any]:
-    """Scenes, preprocessed real tiles for the encoder, and the two mosaics (generated once)."""
+    """Scenes, preprocessed real tiles for the encoder, and the mosaics (generated once)."""
     from rs_text_search.core.model import load_model
 
     from .rasters import augmented_tiles, ensure_mosaic, load_scenes
@@ -211,12 +221,15 @@ def _inputs(args: argparse.Namespace, preset: Preset, model_dir: Path) -> dict[s
     scenes = load_scenes(args.shared)
     model = load_model(model_dir, provider="cpu")
     pixels = model.preprocess(list(augmented_tiles(scenes, 64, model.image_size, seed=7)))
-    return {
+    inputs = {
         "scenes": scenes,
         "pixels": pixels,
         "large": ensure_mosaic(args.work, preset.large_px, scenes),
         "small": ensure_mosaic(args.work, preset.small_px, scenes),
     }
+    if preset.sweep_px:
+        inputs["sweep"] = ensure_mosaic(args.work, preset.sweep_px, scenes)
+    return inputs
 
 
 def _real_vectors(path: Path, from_pipeline: bool, model_dir: Path, args, state: dict) -> np.ndarray:

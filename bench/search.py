@@ -13,7 +13,7 @@ reported, since recall depends on it.
 
 Queries: held-out augmented tiles (embedded by the model; a "find similar" search) and UCM
 captions (embedded by the text encoder; a text search). Ground truth is exact inner-product
-search. For each size: the exact index and the approximate one, both from the engine's
+search. For each size (and for the real vectors alone): the exact index and the approximate one, both from the engine's
 ``make_faiss_index``; latency of one query at a time (p50/p95, ms; with faiss's default OpenMP
 threads, as the engine runs, and with one thread), recall@10, build seconds,
 which one the engine picks, and an ``efSearch`` sweep of the approximate index. The end-to-end
@@ -203,10 +203,11 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_
         "sizes": [],
     }
     last_indexes = None
-    for size in sorted(sizes):
+    for size in sorted(set(sizes) | {len(base)}):  # plus the real vectors alone, free of the expansion
         # Nested sets: the first ``size`` rows of the largest set (real vectors first, then expansion).
         measured = _measure_size(largest[:size] if size > len(base) else expand(base, size, seed), queries,
                                  budget_s)
+        measured["real_only"] = size <= len(base)
         last_indexes = measured.pop("_indexes")
         result["sizes"].append(measured)
     flat = []
