@@ -9,6 +9,7 @@ tool, the provider and every signal connection, so loading and unloading leaves 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from qgis.core import Qgis, QgsApplication
@@ -47,6 +48,7 @@ class RsTextSearchPlugin:
         self.menu_hook: CanvasMenuHook | None = None
         self.provider: RsTextSearchProvider | None = None
         self.dialogs: list = []
+        self._missing_message = None
         self._log_handler = None
 
     # -- load ------------------------------------------------------------------------------------
@@ -97,6 +99,10 @@ class RsTextSearchPlugin:
 
     # -- unload: initGui backwards -----------------------------------------------------------------
     def unload(self) -> None:
+        if self._missing_message is not None:
+            with contextlib.suppress(RuntimeError):  # the analyst may have closed it already
+                self.iface.messageBar().popWidget(self._missing_message)
+            self._missing_message = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)  # deletes it
             self.provider = None
@@ -173,4 +179,5 @@ class RsTextSearchPlugin:
         button.clicked.connect(self.show_install)
         item.layout().addWidget(button)
         bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
+        self._missing_message = item
         log.warning("missing dependencies: %s", ", ".join(self.missing))

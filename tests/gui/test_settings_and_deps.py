@@ -99,6 +99,9 @@ def test_plugin_loads_without_its_dependencies_and_says_what_is_missing(iface, p
     finally:
         plugin.unload()
         flush_deletes()
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    assert iface.messageBar().findChild(QPushButton, "rsInstallFromBar") is None, "its message goes with it"
 
 
 def test_settings_from_the_dock_are_stored_and_used(plugin, iface, qtbot):
