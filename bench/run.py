@@ -62,7 +62,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(large_px=384, small_px=192, sweep_px=0, gdal_variant=False, encoder_rounds=1,
-                   encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=32,
+                   encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=16,
                    script_max_seconds=5.0, search_sizes=[500, 2_000], flat_sizes=[2_000], image_queries=8,
                    text_queries=8, search_budget_s=0.3),
     "quick": Preset(large_px=4096, small_px=2048, sweep_px=0, gdal_variant=False, encoder_rounds=2,
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         run["figures"]["search"] = _timed(run, "search", lambda: search.run(
             model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state),
             args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
-            preset.search_budget_s))
+            preset.search_budget_s, scenes=state.get("scenes")))
     run["load_average_end"] = load_average()
     run["seconds_total"] = round(time.perf_counter() - started, 1)
     results = _load_results(args.results)

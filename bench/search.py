@@ -177,7 +177,8 @@ def _query_latency(model, captions: list[str], index) -> dict[str, Any]:
 
 
 def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_sizes: list[int],
-        n_image_queries: int, n_text_queries: int, budget_s: float, seed: int = 1) -> dict[str, Any]:
+        n_image_queries: int, n_text_queries: int, budget_s: float, seed: int = 1,
+        scenes: list | None = None) -> dict[str, Any]:
     import faiss
 
     from rs_text_search.core.index import APPROXIMATE_MIN_TILES, HNSW_EF_CONSTRUCTION, HNSW_NEIGHBOURS
@@ -186,7 +187,7 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_
     from .rasters import augmented_tiles, load_scenes
 
     model = load_model(model_dir, provider="auto")
-    scenes = load_scenes(shared)
+    scenes = scenes or load_scenes(shared)
     image_queries = model.embed_images(augmented_tiles(scenes, n_image_queries, model.image_size, seed + 1000))
     captions = ucm_captions(shared, n_text_queries)
     queries = {"image": image_queries, "text": model.embed_texts(captions)}
