@@ -359,7 +359,10 @@ class Controller(QObject):
                          + (" inside the map extent" if request.bbox else "") + ".", INFO)
 
     def _show_layer(self, task: SearchTask) -> None:
-        if not task.results:
+        if not task.results:  # an empty answer must not leave the previous matches on the map
+            if not self.keep_results:
+                result_layers.remove_temporary_results()
+            self.results_layer_id = None
             return
         try:
             layer = result_layers.results_layer(task.results, task.request.label, task.model_name or "",

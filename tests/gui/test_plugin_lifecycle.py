@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from qgis.core import QgsApplication, QgsProject
 from qgis.gui import QgsMapTool
@@ -34,7 +36,7 @@ def _snapshot(iface) -> dict:
         "receivers": {name: project.receivers(getattr(project, name))
                       for name in ("cleared", "layersAdded", "layersRemoved", "readProject")},
         "canvas_menu_receivers": canvas.receivers(canvas.contextMenuAboutToShow),
-        "log_handlers": len(__import__("logging").getLogger("rs_text_search").handlers),
+        "log_handlers": len(logging.getLogger("rs_text_search").handlers),
     }
 
 
@@ -70,8 +72,6 @@ def test_dock_has_the_names_checks_rely_on(plugin, iface):
 
 
 def test_logging_reaches_the_qgis_message_log(plugin, qtbot):
-    import logging
-
     received = []
 
     def keep(message: str, tag: str, _level) -> None:

@@ -231,3 +231,18 @@ def test_export_geopackage_with_fields_and_style(indexed, iface, qtbot, wait_idl
     qtbot.mouseClick(button, Qt.LeftButton)
     [added] = QgsProject.instance().mapLayersByName("matches")
     assert added.featureCount() == 10 and added.renderer().type() == "graduatedSymbol"
+
+
+def test_minimum_score_filters_results(indexed, iface, qtbot, wait_idle):
+    plugin, _ = indexed
+    dock = plugin.dock
+    search(plugin, qtbot, wait_idle, "parking lot")
+    assert len(results_layers()) == 1
+    dock.minScoreSpin.setValue(0.99)
+    search(plugin, qtbot, wait_idle, "parking lot")
+    assert dock.resultsView.topLevelItemCount() == 0 and results_layers() == [], "no stale matches on the map"
+    assert not dock.exportButton.isEnabled()
+    assert any("No tile matched above the minimum score" in text for text in bar_texts(iface))
+    dock.minScoreSpin.setValue(dock.minScoreSpin.minimum())  # "any score"
+    search(plugin, qtbot, wait_idle, "parking lot")
+    assert dock.resultsView.topLevelItemCount() == 10
