@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .findings import findings
+
 MODE_ORDER = ("default", "full", "quick", "tiny")
 FIGURE_TITLES = {
     "encoder": "1. Encoder: engine (ONNX Runtime) vs torch eager",
@@ -197,6 +199,7 @@ def _run_section(mode: str, run: dict) -> list[str]:
         for t in run["figures"].get(name, {}).get("targets", []):
             summary.append([FIGURE_TITLES[name].split(":")[0], t["name"], t["value"], t["target"], _verdict(t["pass"])])
     lines += ["### Targets", ""] + _table(["figure", "measure", "value", "target", "result"], summary)
+    lines += ["### What the numbers say", ""] + findings(run)
     for name, title in FIGURE_TITLES.items():
         figure = run["figures"].get(name)
         lines += [f"### {title}", ""]

@@ -1,0 +1,150 @@
+"""What a run's numbers say, as sentences computed from the run (so they stay true when it is re-run).
+
+:func:`findings` returns Markdown bullet points for ``BENCHMARKS.md``: the ratios behind each
+figure, where the time and the memory go, and which engine setting the measurements favour.
+Every number in a sentence comes from the run itself; nothing here is typed in by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LATENCY_BUDGET_MS = 10.0
+RECALL_TARGET = 0.95
+
+
+def _n(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _encoder(fig: dict) -> list[str]:
+    cpu, ratios = fig["cpu"], fig["ratios"]
+
+    def rate(key: str) -> float | None:
+        return cpu.get(key, {}).get("per_s")
+
+    out = []
+    if ratios.get("cpu_b32") is not None:
+        out.append(f"Encoder: the engine embeds {_n(ratios['cpu_b32'], 2)}x as many tiles/s as torch eager at batch 32 "
+                   f"with each library's default threads, {_n(ratios.get('cpu_1thread_b32'), 2)}x with one thread "
+                   f"each (batch 1: {_n(ratios.get('cpu_b1'), 2)}x and {_n(ratios.get('cpu_1thread_b1'), 2)}x).")
+    if rate("engine_nospin_b32") and rate("engine_b32"):
+        out.append(f"ONNX Runtime without thread spinning: {_n(rate('engine_nospin_b32'))} images/s at batch 32 and "
+                   f"{_n(rate('engine_nospin_b1'))} at batch 1, against {_n(rate('engine_b32'))} and "
+                   f"{_n(rate('engine_b1'))} with the default spinning; one thread: {_n(rate('engine_1thread_b32'))} "
+                   f"and {_n(rate('engine_1thread_b1'))}.")
+    if rate("engine_b8") and rate("engine_b64"):
+        out.append(f"Batch size: {_n(rate('engine_b8'))} images/s at 8, {_n(rate('engine_b32'))} at 32, "
+                   f"{_n(rate('engine_b64'))} at 64.")
+    return out
+
+
+def _pipeline(fig: dict) -> list[str]:
+    costs = fig["stage_costs_single_thread"]
+    out = [f"Pipeline: indexing runs at {_n(fig['efficiency'], 2)} of the in-memory encoder's rate. Per tile, "
+           f"reading + decoding costs {_n(costs['read_decode_ms'], 2)} ms, the empty/constant test "
+           f"{_n(costs['classify_ms'], 2)} ms and preprocessing {_n(costs['preprocess_ms'], 2)} ms of CPU, against "
+           f"{_n(costs['encode_1thread_ms'], 2)} ms to encode on one thread: with every stage on the same cores the "
+           f"efficiency cannot exceed {_n(costs['efficiency_ceiling_cpu_bound'], 2)}. The proposed classify and "
+           f"preprocess (identical output) cost {_n(costs['classify_proposed_ms'], 2)} and "
+           f"{_n(costs['preprocess_proposed_ms'], 2)} ms, raising that ceiling to "
+           f"{_n(costs['efficiency_ceiling_cpu_bound_proposed'], 2)}."]
+    sweep = fig.get("sweep")
+    if sweep:
+        rows = sweep["rows"]
+        defaults = [r for r in rows if r["setting"] == "engine defaults"]
+        best = max(rows, key=lambda r: r["tiles_per_s"])
+        out.append(f"Settings sweep ({sweep['raster']['size_px']:,} px raster): engine defaults "
+                   + " and ".join(f"{_n(r['tiles_per_s'])}" for r in defaults)
+                   + f" tiles/s (first and last run); fastest: {best['setting']} at {_n(best['tiles_per_s'])} tiles/s "
+                   f"(efficiency {_n(best['efficiency'], 2)} against its own encoder setting).")
+    return out
+
+
+def _script(fig: dict) -> list[str]:
+    if "speedup_vs_per_tile" not in fig:
+        return []
+    variants = fig["variants"]
+    return [f"Against the obvious script: {_n(fig['speedup_vs_per_tile'], 2)}x its per-tile rate and "
+            f"{_n(fig['speedup_vs_batched'], 2)}x its batched rate, taking the script's faster torch thread setting "
+            f"(with torch's default threads its per-tile rate is {_n(variants['per_tile']['tiles_per_s'])} tiles/s, "
+            f"with one thread {_n(variants.get('per_tile_1thread', {}).get('tiles_per_s'))})."]
+
+
+def _memory(fig: dict) -> list[str]:
+    runs = fig["runs"]
+    out = [f"Memory: peak RSS {_n(runs['large_default_cache']['peak_rss_mib'])} MiB for the "
+           f"{fig['large_raster']['size_px']:,} px raster against {_n(runs['small_default_cache']['peak_rss_mib'])} "
+           f"MiB for the {fig['small_raster']['size_px']:,} px one (x{_n(fig['peak_ratio_large_over_small'], 2)}); "
+           f"{_n(runs['large_default_cache']['rss_after_model_load_mib'])} MiB of it is the loaded model."]
+    if "large_gdal_cache_64mb" in runs:
+        grown = runs["large_default_cache"]["peak_rss_mib"] - runs["large_gdal_cache_64mb"]["peak_rss_mib"]
+        out.append(f"GDAL's block cache (default: 5% of RAM) accounts for {_n(grown)} MiB of the large run's peak: "
+                   f"with GDAL_CACHEMAX=64 MB the peaks are {_n(runs['large_gdal_cache_64mb']['peak_rss_mib'])} and "
+                   f"{_n(runs['small_gdal_cache_64mb']['peak_rss_mib'])} MiB (x"
+                   f"{_n(fig.get('peak_ratio_with_gdal_cache_64mb'), 2)}) at "
+                   f"{_n(runs['large_gdal_cache_64mb']['tiles_per_s'])} tiles/s (default cache: "
+                   f"{_n(runs['large_default_cache']['tiles_per_s'])}).")
+    return out
+
+
+def _search(fig: dict) -> list[str]:
+    if not fig["sizes"]:
+        return []
+    top = fig["sizes"][-1]
+    picked = top[top["engine_picks"]]
+    single, default = top["exact"].get("p50_ms_faiss_1thread"), top["exact"]["p50_ms"]
+    out = [f"Search at {top['tiles']:,} tiles: the engine picks the {top['engine_picks']} index, p50 "
+           f"{_n(picked['p50_ms'], 2)} ms, recall@10 {_n(picked['recall_at_10'], 3)}; exact search with one faiss "
+           f"thread: p50 {_n(single, 2)} ms against {_n(default, 2)} ms with faiss's default threads"
+           + (f" ({_n(default / single, 1)}x slower: for one query OpenMP's fork/join costs more than the parallel "
+              "scan saves)." if single and default > 1.5 * single else ".")]
+    sweep = fig.get("exact_latency_sweep", [])
+    over = [r["tiles"] for r in sweep if (r.get("p50_ms_faiss_1thread") or 0) > LATENCY_BUDGET_MS]
+    if sweep:
+        out.append("Exact search (one faiss thread) stays within "
+                   f"{LATENCY_BUDGET_MS:g} ms p50 up to "
+                   + (f"{max([r['tiles'] for r in sweep if r['tiles'] < min(over)] or [0]):,} tiles and exceeds it "
+                      f"from {min(over):,}" if over else f"{sweep[-1]['tiles']:,} tiles (the largest measured)") + ".")
+    good = [r for r in top["ef_sweep"] if r["recall_at_10"] >= RECALL_TARGET]
+    by_query = picked.get("recall_at_10_by_query") or top["approximate"].get("recall_at_10_by_query", {})
+    out.append(f"HNSW at {top['tiles']:,} tiles: recall@10 {_n(top['approximate']['recall_at_10'], 3)} at efSearch "
+               f"{top['approximate']['ef_search']} (image queries {_n(by_query.get('image'), 3)}, text queries "
+               f"{_n(by_query.get('text'), 3)}), built in {_n(top['approximate']['build_s'])} s; "
+               + (f"efSearch {good[0]['ef_search']} reaches {RECALL_TARGET} at p50 {_n(good[0]['p50_ms'], 2)} ms."
+                  if good else f"no efSearch up to {top['ef_sweep'][-1]['ef_search']} reaches {RECALL_TARGET} "
+                  f"({_n(top['ef_sweep'][-1]['recall_at_10'], 3)} at p50 {_n(top['ef_sweep'][-1]['p50_ms'], 2)} ms)."))
+    real = [s for s in fig["sizes"] if s.get("real_only")]
+    if real:
+        r = real[-1]["approximate"]
+        out.append(f"On the {real[-1]['tiles']:,} real embeddings alone HNSW's recall@10 is {_n(r['recall_at_10'], 3)} "
+                   f"(image queries {_n(r['recall_at_10_by_query'].get('image'), 3)}, text queries "
+                   f"{_n(r['recall_at_10_by_query'].get('text'), 3)}); the real embeddings' effective dimension is "
+                   f"{fig['effective_dimension_real']}.")
+    e2e = fig.get("end_to_end_text_query")
+    if e2e:
+        one = e2e.get("one_thread", {})
+        out.append(f"A text query end to end takes {_n(e2e['p50_ms'])} ms p50 (text encoder "
+                   f"{_n(e2e['text_encoder_p50_ms'])} ms of it); with a one-thread ONNX Runtime session "
+                   f"{_n(one.get('p50_ms'))} ms (text encoder {_n(one.get('text_encoder_p50_ms'))} ms).")
+    return out
+
+
+def findings(run: dict[str, Any]) -> list[str]:
+    figures = run["figures"]
+    out: list[str] = []
+    for name, summarise in (("encoder", _encoder), ("pipeline", _pipeline), ("script", _script),
+                            ("memory", _memory), ("search", _search)):
+        if figures.get(name):
+            try:
+                out += summarise(figures[name])
+            except (KeyError, TypeError, ValueError) as exc:  # a partial figure: say so, keep the rest
+                out.append(f"({name}: no summary, {type(exc).__name__}: {exc})")
+    if run["model"].get("stand_in"):
+        out.append("The model is a stand-in with random image weights: speed figures hold for any model of its size, "
+                   "but search recall depends on the embeddings (a trained model's are higher-dimensional, and its "
+                   "text queries land near matching images instead of nowhere in particular); re-run with "
+                   "`--model <dir>` once a trained model exists.")
+    return [f"- {line}" for line in out] + [""]
