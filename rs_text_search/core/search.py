@@ -54,6 +54,7 @@ class SearchResult:
     bounds: Bounds  # in the raster's CRS
     crs_wkt: str | None  # None: pixel coordinates
     corners_lonlat: list | None  # [[lon, lat] x 4] clockwise from top-left
+    index_key: str = ""  # the index folder's name (raster + model + grid)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,7 +167,7 @@ class Searcher:
             record = index.records([tile_index])[tile_index]
             results.append(SearchResult(len(results) + 1, score, record.tile_id, index.raster_uri,
                                         index.raster_name, record.window, record.bounds, index.crs_wkt,
-                                        record.corners_lonlat))
+                                        record.corners_lonlat, index.key))
             if len(results) == top_k:
                 break
         return results

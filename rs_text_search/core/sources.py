@@ -1,7 +1,7 @@
 """Raster sources: the ``RasterSource`` protocol and its rasterio implementation (headless).
 
 A source streams pixel windows as 8-bit RGB plus a validity mask and never reads the whole
-raster. Inside QGIS, ``rs_text_search.qgis.source`` implements the same protocol over a layer's
+raster. Inside QGIS, ``rs_text_search.gui.source`` implements the same protocol over a layer's
 data provider, so the plugin never loads rasterio's GDAL into the QGIS process.
 
 Band handling of the rasterio source (``bands`` overrides the choice):
@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .errors import RasterError
+from .resample import resample_band, resample_nearest
 from .tiling import Window
 
 __all__ = ["RasterSource", "RasterioSource", "open_raster", "raster_identity", "PIXEL_TRANSFORM"]
@@ -175,32 +176,39 @@ class RasterioSource:
         return ident
 
     def read_masked(self, window: Window, out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        from rasterio.enums import Resampling
+        """Read the window at full resolution, then resample in numpy (``core.resample``).
+
+        Full resolution rather than GDAL overviews: the QGIS source resamples the same way, so an
+        index started on the command line and resumed in QGIS (same cache key) holds the same pixels.
+        """
         from rasterio.errors import NodataShadowWarning
         from rasterio.windows import Window as RioWindow
 
         plan = self._plan
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
         out_h, out_w = (out_size, out_size) if out_size else (window.height, window.width)
-        shrinking = out_h < window.height
-        resampling = Resampling.average if shrinking else Resampling.bilinear
-        if plan.palette is not None:
-            resampling = Resampling.nearest  # palette indexes cannot be averaged
         with self._lock, warnings.catch_warnings():  # one rasterio dataset handle is not thread-safe
             warnings.simplefilter("ignore", NodataShadowWarning)  # nodata wins over alpha, as in GDAL
-            data = self._ds.read(plan.indexes, window=rio_window, out_shape=(len(plan.indexes), out_h, out_w),
-                                 resampling=resampling)
-            mask = self._ds.read_masks(plan.indexes[0], window=rio_window, out_shape=(out_h, out_w),
-                                       resampling=Resampling.nearest)
-        valid = mask > 0
+            data = self._ds.read(plan.indexes, window=rio_window)
+            masks = self._ds.read_masks(plan.indexes, window=rio_window) > 0
+        valid = masks[0]
+        if (out_h, out_w) != (window.height, window.width):
+            if plan.palette is not None:
+                data = resample_nearest(data[0], out_h, out_w)[None]
+            else:  # each band averages its own valid pixels, as GDAL does with per-band nodata
+                data = np.stack([resample_band(band, mask, out_h, out_w)[0] for band, mask in zip(data, masks)])
+                if plan.stretch is None:
+                    data = np.clip(np.floor(data + 0.5), 0, 255)  # averages round half up, as in GDAL
+            valid = resample_nearest(valid, out_h, out_w)
         if plan.palette is not None:
             rgb = plan.palette[data[0]]
         else:
             if plan.stretch is not None:
                 data = _stretch(data, plan.stretch)
+            data = data.astype(np.uint8, copy=False)
             rgb = np.repeat(data, 3, axis=0) if data.shape[0] == 1 else data
             rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
-        return rgb.astype(np.uint8, copy=False), valid
+        return rgb, valid
 
     def read(self, window: Window, out_size: int | None = None) -> np.ndarray:
         return self.read_masked(window, out_size)[0]

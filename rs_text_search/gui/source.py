@@ -43,10 +43,10 @@ from qgis.core import (
 
 from ..core.cache import cache_root, index_key
 from ..core.errors import RasterError
+from ..core.resample import resample_band, resample_nearest
 from ..core.sources import STRETCH_PERCENTILES, STRETCH_SAMPLE_PX, raster_identity
 from ..core.tiling import Window
 from .crs import crs_from_string
-from .resample import resample_band, resample_nearest
 
 __all__ = ["LayerPlan", "QgisRasterSource", "plan_layer", "is_online", "lookup_identity", "partial_index_exists"]
 

@@ -157,19 +157,3 @@ def test_qgis_transforms_match_the_spherical_mercator_formula(qgis_app):
     assert math.isclose(y, radius * math.log(math.tan(math.pi / 4 + math.radians(45.0) / 2)), rel_tol=1e-9)
     minx, miny, maxx, maxy = transform_bounds((0.0, 0.0, 10.0, 45.0), "EPSG:4326", "EPSG:3857")
     assert minx == pytest.approx(0.0, abs=1e-6) and maxx == pytest.approx(x) and maxy == pytest.approx(y)
-
-
-def test_resampling_averages_valid_pixels_and_interpolates_when_enlarging():
-    from rs_text_search.gui.resample import resample_band, resample_nearest
-
-    values = np.arange(16, dtype=float).reshape(4, 4)
-    valid = np.ones((4, 4), dtype=bool)
-    out, out_valid = resample_band(values, valid, 2, 2)
-    np.testing.assert_allclose(out, values.reshape(2, 2, 2, 2).mean(axis=(1, 3)))
-    assert out_valid.all()
-    valid[0, 0] = False  # nodata is left out of the average, not counted as zero
-    out, _ = resample_band(values, valid, 2, 2)
-    assert out[0, 0] == pytest.approx((1 + 4 + 5) / 3)
-    flat, _ = resample_band(np.full((3, 3), 7.0), np.ones((3, 3), bool), 8, 8)
-    np.testing.assert_allclose(flat, 7.0)
-    assert resample_nearest(np.arange(4)[None, :].repeat(4, 0), 2, 2).tolist() == [[1, 3], [1, 3]]

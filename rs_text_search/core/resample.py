@@ -1,4 +1,4 @@
-"""Tile resampling in numpy, as GDAL does it for the headless source, so both readers agree.
+"""Tile resampling in numpy: the one definition both raster sources use, so their pixels agree.
 
 The QGIS data provider is asked for a tile at its own pixel size; shrinking to the model's input
 then averages the covered pixels (nodata left out), enlarging is bilinear (pixel centres aligned,
