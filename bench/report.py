@@ -182,7 +182,9 @@ def _run_section(mode: str, run: dict) -> list[str]:
     lines = [f"## Run `{mode}`", "",
              f"- **Reproduce:** `{reproduce}`" + (f" (runs `{run['command']}`)" if run.get("make_target") else ""),
              f"- **Date:** {run['date']}; **commit:** `{(run['git']['commit'] or 'unknown')[:12]}`"
-             + (f" (+{run['git']['dirty_paths']} uncommitted paths)" if run["git"].get("dirty_paths") else ""),
+             + (f" (+{run['git']['dirty_paths']} uncommitted paths)" if run["git"].get("dirty_paths") else "")
+             + (f"; at the end of the run: `{(run['git_end']['commit'] or 'unknown')[:12]}`"
+                if run.get("git_end") and run["git_end"]["commit"] != run["git"]["commit"] else ""),
              f"- **Machine:** {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, GPU: "
              f"{gpu_text}; {machine['os']}; "
              + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),

@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
             preset.search_budget_s, scenes=state.get("scenes")))
     run["load_average_end"] = load_average()
+    run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)
     results = _load_results(args.results)
     results["runs"][args.mode] = run
