@@ -113,6 +113,7 @@ def export_checkpoint(
     training = {
         "checkpoint": str(checkpoint_path), "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
         "data": checkpoint.get("data", {}), "params": checkpoint.get("params", {}),
+        "fit_command": checkpoint.get("command"),
         "model_config": checkpoint["model_config"], "export_command": command,
     }  # fmt: skip
     report = write_model_dir(

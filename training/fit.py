@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -138,8 +139,12 @@ def _autocast(device: torch.device, precision: str):
     return nullcontext
 
 
-def fit(p: FitParams) -> dict[str, Any]:
-    """Train as ``p`` says; returns a summary (best epoch, best val metrics, run folder)."""
+def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
+    """Train as ``p`` says; returns a summary (best epoch, best val metrics, run folder).
+
+    command: the command line that started the run, stored in every checkpoint (a resumed run
+    keeps the original one) so that ``training.export`` can write it into the manifest.
+    """
     rank, local_rank, world = _distributed()
     if p.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but torch sees no CUDA device")
@@ -209,8 +214,10 @@ def fit(p: FitParams) -> dict[str, Any]:
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
 
+    if checkpoint and checkpoint.get("command"):
+        command = checkpoint["command"]
     meta = {
-        "model_config": model_cfg, "image": image_spec.to_manifest(), "tokenizer": tokenizer_spec,
+        "command": command, "model_config": model_cfg, "image": image_spec.to_manifest(), "tokenizer": tokenizer_spec,
         "params": p.to_dict(), "data": {"file": str(p.data), "train_split": p.train_split,
         "val_split": p.val_split, "n_train_images": len(train_records), "n_classes": n_classes},
     }  # fmt: skip
@@ -337,7 +344,8 @@ def _log(row: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         params = parse_fit_params(argv)
-        summary = fit(params)
+        command = shlex.join(["python", "-m", "training.fit", *(sys.argv[1:] if argv is None else argv)])
+        summary = fit(params, command)
     except (ParamsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
