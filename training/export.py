@@ -1,7 +1,7 @@
 """``python -m training.export``: a training checkpoint -> a verified model directory for the engine.
 
     python -m training.export --checkpoint runs/ucm/best.pt --out resources/models/NAME \
-        [--name NAME] [--quantize int8|fp16] [--data dataset.json --split val]
+        [--name NAME] [--quantize int8|fp16 [--quantize-towers both|image|text]] [--data dataset.json --split val]
 
 Convert, then verify, on real images and captions of ``--data``/``--split`` (default: the
 checkpoint's own training file and its validation split):
@@ -40,12 +40,16 @@ __all__ = ["quantize_dir", "export_checkpoint", "main"]
 QUANT_MIN_COSINE = 0.95  # a quantised tower whose worst embedding drifts further is broken, not lossy
 
 
-def quantize_dir(directory: Path, mode: str) -> dict[str, Any]:
-    """Rewrite image.onnx and text.onnx in place as ``int8`` (dynamic, weights) or ``fp16`` (fp32 I/O)."""
+def quantize_dir(directory: Path, mode: str, towers: str = "both") -> dict[str, Any]:
+    """Rewrite image.onnx and/or text.onnx (``towers``: both, image, text) in place as ``int8``
+    (dynamic, weights) or ``fp16`` (fp32 I/O)."""
     import onnx
 
     sizes = {}
-    for name in (IMAGE_FILE, TEXT_FILE):
+    names = {"both": (IMAGE_FILE, TEXT_FILE), "image": (IMAGE_FILE,), "text": (TEXT_FILE,)}.get(towers)
+    if names is None:
+        raise ValueError(f"unknown towers '{towers}'; expected both, image or text")
+    for name in names:
         path = directory / name
         before = path.stat().st_size
         if mode == "int8":
@@ -65,7 +69,7 @@ def quantize_dir(directory: Path, mode: str) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown quantisation '{mode}'; expected int8 or fp16")
         sizes[name] = {"bytes_fp32": before, "bytes": path.stat().st_size}
-    return {"quantize": mode, "sizes": sizes}
+    return {"quantize": mode, "quantized_towers": towers, "sizes": sizes}
 
 
 def _verification_records(data: Path, split: str, images_dir: Path | None):
@@ -87,6 +91,7 @@ def export_checkpoint(
     tolerance: float = 1e-4,
     overwrite: bool = False,
     command: str | None = None,
+    quantize_towers: str = "both",
 ) -> dict[str, Any]:
     """Export and verify; returns the report. Raises ExportError on disagreement, ValueError on bad input."""
     model, checkpoint = load_checkpoint(checkpoint_path)
@@ -120,7 +125,7 @@ def export_checkpoint(
         model, Path(out), name=name or Path(out).name, image_spec=spec, tokenizer_spec=tokenizer_spec,
         vocab_file=vocab_source(tokenizer_spec["kind"]), tokenize=tokenize, training=training, metrics=metrics,
         parity_pixels=preprocess(parity_raw, spec), parity_captions=parity_captions, tolerance=tolerance,
-        overwrite=overwrite, post_process=(lambda d: quantize_dir(d, quantize)) if quantize else None,
+        overwrite=overwrite, post_process=(lambda d: quantize_dir(d, quantize, quantize_towers)) if quantize else None,
         check=check,
     )  # fmt: skip
     report["torch_metrics"] = torch_metrics
@@ -166,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint, e.g. RUN/best.pt")
     parser.add_argument("--out", required=True, help="model directory to write, e.g. resources/models/NAME")
     parser.add_argument("--name", help="model name in the manifest (default: the folder name)")
-    parser.add_argument("--quantize", choices=["int8", "fp16"], help="quantise both towers after verification")
+    parser.add_argument("--quantize", choices=["int8", "fp16"], help="quantise after verification")
+    parser.add_argument("--quantize-towers", choices=["both", "image", "text"], default="both",
+                        help="which tower(s) --quantize rewrites")
     parser.add_argument("--data", help="captions for verification (default: the checkpoint's training file)")
     parser.add_argument("--split", default="val", help="split of --data used for verification")
     parser.add_argument("--images", help="image folder (default: images/ beside the JSON)")
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         report = export_checkpoint(
             Path(args.checkpoint), Path(args.out), args.name, Path(args.data) if args.data else None,
             args.split, Path(args.images) if args.images else None, args.parity_images, args.quantize,
-            args.tolerance, args.overwrite, command,
+            args.tolerance, args.overwrite, command, args.quantize_towers,
         )  # fmt: skip
     except ExportError as exc:
         print(f"error: export verification failed: {exc}", file=sys.stderr)
