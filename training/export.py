@@ -58,7 +58,7 @@ def quantize_dir(directory: Path, mode: str, towers: str = "both") -> dict[str, 
             tmp = path.with_name(name + ".int8")
             logging.disable(logging.WARNING)  # ORT advises pre-processing on the root logger every time
             try:
-                quantize_dynamic(path, tmp, weight_type=QuantType.QInt8)
+                quantize_dynamic(path, tmp, weight_type=QuantType.QInt8, per_channel=True)
             finally:
                 logging.disable(logging.NOTSET)
             tmp.replace(path)
