@@ -53,13 +53,14 @@ def _pipeline(fig: dict) -> list[str]:
            f"{_n(costs['efficiency_ceiling_cpu_bound_proposed'], 2)}."]
     sweep = fig.get("sweep")
     if sweep:
-        rows = sweep["rows"]
-        defaults = [r for r in rows if r["setting"] == "engine defaults"]
-        best = max(rows, key=lambda r: r["tiles_per_s"])
-        out.append(f"Settings sweep ({sweep['raster']['size_px']:,} px raster): engine defaults "
-                   + " and ".join(f"{_n(r['tiles_per_s'])}" for r in defaults)
-                   + f" tiles/s (first and last run); fastest: {best['setting']} at {_n(best['tiles_per_s'])} tiles/s "
-                   f"(efficiency {_n(best['efficiency'], 2)} against its own encoder setting).")
+        cases = sweep["cases"]
+        best = max(cases, key=lambda name: cases[name]["tiles_per_s_median"])
+        defaults = cases.get("engine defaults", {})
+        out.append(f"Interleaved rounds ({sweep['raster']['size_px']:,} px raster): engine defaults "
+                   f"{_n(defaults.get('tiles_per_s_median'))} tiles/s, efficiency "
+                   f"{_n(defaults.get('efficiency_median'), 2)}; fastest setting: {best} at "
+                   f"{_n(cases[best]['tiles_per_s_median'])} tiles/s (efficiency "
+                   f"{_n(cases[best].get('efficiency_median'), 2)} against its own encoder setting).")
     return out
 
 
@@ -67,10 +68,15 @@ def _script(fig: dict) -> list[str]:
     if "speedup_vs_per_tile" not in fig:
         return []
     variants = fig["variants"]
-    return [f"Against the obvious script: {_n(fig['speedup_vs_per_tile'], 2)}x its per-tile rate and "
-            f"{_n(fig['speedup_vs_batched'], 2)}x its batched rate, taking the script's faster torch thread setting "
-            f"(with torch's default threads its per-tile rate is {_n(variants['per_tile']['tiles_per_s'])} tiles/s, "
-            f"with one thread {_n(variants.get('per_tile_1thread', {}).get('tiles_per_s'))})."]
+    out = [f"Against the obvious script: the engine (defaults) runs at {_n(fig['speedup_vs_per_tile'], 2)}x its "
+           f"per-tile rate and {_n(fig['speedup_vs_batched'], 2)}x its batched rate, taking the script's faster torch "
+           f"thread setting (per tile with torch's default threads: "
+           f"{_n(variants['per_tile']['tiles_per_s_median'])} tiles/s; with one thread: "
+           f"{_n(variants.get('per_tile_1thread', {}).get('tiles_per_s_median'))})."]
+    if fig.get("best_proposed"):
+        out.append(f"With the proposals ({fig['best_proposed']['setting']}) the engine runs at "
+                   f"{_n(fig.get('speedup_proposed_vs_per_tile'), 2)}x the faster per-tile script.")
+    return out
 
 
 def _memory(fig: dict) -> list[str]:

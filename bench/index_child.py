@@ -31,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
     parser.add_argument("--proposed", action="store_true", help="patch in bench.proposals' faster functions")
     parser.add_argument("--no-spin", action="store_true", help="ONNX Runtime threads do not spin (bench.proposals)")
+    parser.add_argument("--gdal-cache-mb", type=int, default=0,
+                        help="limit GDAL's block cache in-process, as proposed for RasterioSource (0: GDAL's default)")
     args = parser.parse_args(argv)
+    if args.gdal_cache_mb:
+        from rasterio.env import set_gdal_config
+
+        set_gdal_config("GDAL_CACHEMAX", args.gdal_cache_mb)  # megabytes; applies to every thread
     if args.proposed or args.no_spin:
         from .proposals import install
 
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": batch_size,
         "readers": readers,
         "ort_threads": args.threads or None,
-        "gdal_cachemax": os.environ.get("GDAL_CACHEMAX"),
+        "gdal_cachemax": args.gdal_cache_mb or os.environ.get("GDAL_CACHEMAX"),
         "proposed": args.proposed,
         "no_spin": args.no_spin,
         "tiles_total": stats.tiles_total,

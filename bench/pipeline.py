@@ -3,17 +3,18 @@
 Figure 2, pipeline efficiency = end-to-end indexing tiles/s (read, decode, preprocess, encode,
 SQLite, faiss; ``build_index`` with the engine's defaults, in a child process) divided by the
 encoder's tiles/s on tiles already in memory (``embed_preprocessed`` at the engine's batch size,
-same threads), measured just before and just after the indexing run and averaged, so load from
-other processes affects both sides alike. The single-threaded cost of each stage per tile is
-measured beside it, to say where the time goes.
+same ONNX Runtime settings). It is measured twice:
+
+- on the large raster, the encoder timed just before and just after the (minutes-long) run;
+  other processes' load can drift in between, so this number is only as steady as the machine;
+- on the medium raster of :mod:`bench.sweep`, in interleaved rounds with the encoder timed just
+  before each run (median over rounds), together with other settings and the proposals.
+
+The single-threaded cost of each stage per tile is measured beside it, to say where the time goes.
 
 Figure 4, peak RSS (``VmHWM``) of the child indexing the large raster versus the small one, with
-GDAL's default block cache and, to show its share, with ``GDAL_CACHEMAX`` set small.
-
-A sweep indexes a medium raster with other reader counts, ONNX Runtime thread settings and the
-faster functions of :mod:`bench.proposals` patched in: the measurements behind the proposed
-defaults. Each setting's efficiency is taken against the in-memory encoder with the same ONNX
-Runtime setting (all encoder settings are measured, interleaved, before and after the runs).
+GDAL's default block cache and with GDAL's cache limited to 64 MB (set in-process with
+``rasterio.env.set_gdal_config``, as proposed for ``RasterioSource``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import REPO_ROOT, interleaved_rates, ratio, target
+from .common import REPO_ROOT, ratio, target
 
 EFFICIENCY_TARGET = 0.9
 MEMORY_FLAT_TARGET = 1.2  # peak RSS of the large raster / the small one
@@ -112,61 +113,28 @@ def stage_costs(raster: Path, model, single_thread_model, count: int) -> tuple[d
     return costs, pixels
 
 
-def _encoder_models(model_dir: Path) -> dict[str, Any]:
-    """The encoder under each ONNX Runtime setting the indexing runs use (keys match ``_ort_setting``)."""
-    from rs_text_search.core.model import load_model
-
-    from .proposals import no_spin_sessions
-
-    models = {"default": load_model(model_dir, provider="auto"),
-              "1 thread": load_model(model_dir, provider="auto", threads=1)}
-    with no_spin_sessions():
-        models["no spin"] = load_model(model_dir, provider="auto")
-    return models
-
-
-def _ort_setting(options: dict[str, Any]) -> str:
-    return "1 thread" if options.get("threads") == 1 else ("no spin" if options.get("no_spin") else "default")
-
-
-def _encoder_rates(models: dict[str, Any], pixels: np.ndarray, batch: int, seconds: float) -> dict[str, float]:
-    """In-memory tiles/s of each encoder setting, at the indexing batch size (interleaved)."""
-    chunk = np.ascontiguousarray(np.resize(pixels, (batch, *pixels.shape[1:])))
-
-    def case(model):
-        def work() -> int:
-            model.embed_preprocessed(chunk)
-            return batch
-
-        work()
-        return work
-
-    rates = interleaved_rates({name: case(m) for name, m in models.items()}, 1, seconds)
-    return {name: value["per_s"] for name, value in rates.items()}
-
-
-def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], medium: tuple[Path, dict] | None,
-        work: Path, encoder_seconds: float, stage_tiles: int, gdal_variant: bool,
+def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], work: Path, models: dict[str, Any],
+        encoder_seconds: float, stage_tiles: int, gdal_variant: bool,
         vectors_out: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Measure figures 2 and 4; returns (pipeline figure, memory figure).
+    """Measure figure 2 on the large raster and figure 4; returns (pipeline figure, memory figure).
 
-    medium: raster of the settings sweep (None: no sweep); gdal_variant: also index the large and
-    small rasters with a small GDAL block cache.
+    models: the encoder per ONNX Runtime setting (:func:`bench.sweep.encoder_models`);
+    gdal_variant: also index the large and small rasters with GDAL's block cache limited.
     """
     from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, DEFAULT_READERS
 
+    from .sweep import encoder_rate
+
     large_path, large_info = large
     small_path, small_info = small
-    models = _encoder_models(model_dir)
     costs, pixels = stage_costs(large_path, models["default"], models["1 thread"], stage_tiles)
-    before = _encoder_rates(models, pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
+    before = encoder_rate(models["default"], pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
     run_large = index_in_child(large_path, model_dir, work, save_vectors=vectors_out)
-    sweep = _sweep(medium[0], model_dir, work) if medium else None
-    after = _encoder_rates(models, pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
-    encoder = {name: round((before[name] + after[name]) / 2, 2) for name in before}
-    costs["encode_ms"] = round(1000 / encoder["default"], 3)
+    after = encoder_rate(models["default"], pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
+    encoder = round((before + after) / 2, 2)
+    costs["encode_ms"] = round(1000 / encoder, 3)
     costs["encode_share_in_pipeline"] = ratio(run_large["seconds_encoding"], run_large["seconds"])
-    efficiency = ratio(run_large["tiles_per_s"], encoder["default"])
+    efficiency = ratio(run_large["tiles_per_s"], encoder)
     pipeline = {
         "raster": large_info,
         "defaults": {"batch_size": DEFAULT_BATCH_SIZE, "readers": DEFAULT_READERS,
@@ -175,27 +143,37 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], med
         "indexing": run_large,
         "efficiency": efficiency,
         "stage_costs_single_thread": costs,
-        "targets": [target("indexing tiles/s / encoder tiles/s (engine defaults)", efficiency,
-                           f">= {EFFICIENCY_TARGET}", None if efficiency is None else efficiency >= EFFICIENCY_TARGET)],
+        "targets": [target(f"indexing / encoder tiles/s, engine defaults, {large_info['size_px']:,} px raster",
+                           efficiency, f">= {EFFICIENCY_TARGET}",
+                           None if efficiency is None else efficiency >= EFFICIENCY_TARGET)],
     }
-    if sweep:
-        for row in sweep:
-            row["encoder_tiles_per_s"] = encoder[row["ort_setting"]]
-            row["efficiency"] = ratio(row["tiles_per_s"], row["encoder_tiles_per_s"])
-        pipeline["sweep"] = {"raster": medium[1], "rows": sweep}
-        best = max((r for r in sweep if r["proposed_functions"]), key=lambda r: r["tiles_per_s"], default=None)
-        if best:
-            pipeline["targets"].append(target(
-                f"same, with the proposed functions, best setting ({best['setting']}, {medium[1]['size_px']:,} px "
-                "raster)", best["efficiency"], f">= {EFFICIENCY_TARGET}",
-                None if best["efficiency"] is None else best["efficiency"] >= EFFICIENCY_TARGET))
-
     run_small = index_in_child(small_path, model_dir, work)
     runs = {"large_default_cache": run_large, "small_default_cache": run_small}
-    if gdal_variant:
-        env = {"GDAL_CACHEMAX": str(SMALL_GDAL_CACHE_MB)}
-        runs["large_gdal_cache_64mb"] = index_in_child(large_path, model_dir, work, env=env)
-        runs["small_gdal_cache_64mb"] = index_in_child(small_path, model_dir, work, env=env)
+    if gdal_variant:  # set in-process, as the proposed RasterioSource change would
+        runs["large_gdal_cache_64mb"] = index_in_child(large_path, model_dir, work, gdal_cache_mb=SMALL_GDAL_CACHE_MB)
+        runs["small_gdal_cache_64mb"] = index_in_child(small_path, model_dir, work, gdal_cache_mb=SMALL_GDAL_CACHE_MB)
+    return pipeline, _memory(large_info, small_info, runs)
+
+
+def add_interleaved(pipeline: dict[str, Any], block: dict[str, Any]) -> None:
+    """Add the medium raster's interleaved rounds (bench.sweep) to the pipeline figure."""
+    cases = {name: case for name, case in block["cases"].items() if case["kind"] == "engine"}
+    pipeline["sweep"] = {"raster": block["raster"], "rounds": block["rounds"], "cases": cases}
+    defaults = cases.get("engine defaults", {}).get("efficiency_median")
+    size = f"{block['raster']['size_px']:,} px raster, {block['rounds']} interleaved rounds"
+    pipeline["efficiency_interleaved"] = defaults
+    pipeline["targets"].append(target(f"same, {size}", defaults, f">= {EFFICIENCY_TARGET}",
+                                      None if defaults is None else defaults >= EFFICIENCY_TARGET))
+    proposed = [(name, c) for name, c in cases.items() if c["options"].get("proposed")]
+    if proposed:
+        name, best = max(proposed, key=lambda item: item[1]["tiles_per_s_median"])
+        value = best.get("efficiency_median")
+        pipeline["targets"].append(target(f"same, with the proposals ({name})", value, f">= {EFFICIENCY_TARGET}",
+                                          None if value is None else value >= EFFICIENCY_TARGET))
+
+
+def _memory(large_info: dict, small_info: dict, runs: dict[str, dict]) -> dict[str, Any]:
+    run_large, run_small = runs["large_default_cache"], runs["small_default_cache"]
     flat = ratio(run_large["peak_rss_mib"], run_small["peak_rss_mib"])
     over_raw = ratio(run_large["peak_rss_mib"], large_info["uncompressed_mib"])
     memory = {
@@ -213,7 +191,7 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], med
                    None if over_raw is None else over_raw < 0.5),
         ],
     }
-    if gdal_variant:
+    if "large_gdal_cache_64mb" in runs:
         cached = runs["large_gdal_cache_64mb"]["peak_rss_mib"]
         small_cache_flat = ratio(cached, runs["small_gdal_cache_64mb"]["peak_rss_mib"])
         memory["peak_ratio_with_gdal_cache_64mb"] = small_cache_flat
@@ -225,31 +203,4 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], med
                    ratio(cached, large_info["uncompressed_mib"]), "far below 1 (< 0.5)",
                    cached < 0.5 * large_info["uncompressed_mib"]),
         ]
-    return pipeline, memory
-
-
-SWEEP = [  # the defaults first and last, to show drift from other load
-    {},
-    {"readers": 1},
-    {"threads": 1},
-    {"threads": 1, "readers": 1},
-    {"no_spin": True},
-    {"proposed": True},
-    {"proposed": True, "no_spin": True},
-    {"proposed": True, "threads": 1},
-    {"proposed": True, "threads": 1, "readers": 1},
-    {},
-]
-
-
-def _sweep(raster: Path, model_dir: Path, work: Path) -> list[dict[str, Any]]:
-    """Indexing tiles/s of ``raster`` under other settings (one child run each)."""
-    rows = []
-    for options in SWEEP:
-        result = index_in_child(raster, model_dir, work, **options)
-        rows.append({"setting": ", ".join(f"{k}={v}" for k, v in options.items()) or "engine defaults",
-                     "batch_size": result["batch_size"], "readers": result["readers"],
-                     "ort_threads": result["ort_threads"] or "default", "no_spin": result["no_spin"],
-                     "proposed_functions": result["proposed"], "ort_setting": _ort_setting(options),
-                     "tiles_per_s": result["tiles_per_s"], "peak_rss_mib": result["peak_rss_mib"]})
-    return rows
+    return memory

@@ -11,6 +11,7 @@ from typing import Any
 from .findings import findings
 
 MODE_ORDER = ("default", "full", "quick", "tiny")
+BENCH_VERSION = 2  # of the results' layout; bench.run stores it in every run
 FIGURE_TITLES = {
     "encoder": "1. Encoder: engine (ONNX Runtime) vs torch eager",
     "pipeline": "2. Pipeline efficiency: indexing vs encoder alone",
@@ -77,8 +78,8 @@ def _pipeline(fig: dict) -> list[str]:
         ["raster", "tiles", "indexing s", "indexing tiles/s", "encoder in memory tiles/s (before, after)",
          "efficiency"],
         [[f"{raster['size_px']:,} px square ({raster['file_mib']:,} MiB on disk)", run["tiles_total"], run["seconds"],
-          run["tiles_per_s"], f"{_fmt(enc['mean']['default'])} ({_fmt(enc['before']['default'])}, "
-          f"{_fmt(enc['after']['default'])})", fig["efficiency"]]])
+          run["tiles_per_s"], f"{_fmt(enc['mean'])} ({_fmt(enc['before'])}, {_fmt(enc['after'])})",
+          fig["efficiency"]]])
     costs = fig["stage_costs_single_thread"]
     lines += ["Where a tile's CPU time goes (ms per tile, one thread; the ceiling is encode / (encode + the other "
               "stages), the best efficiency possible when all stages share the same cores):", ""]
@@ -98,25 +99,32 @@ def _pipeline(fig: dict) -> list[str]:
               f"{defaults['batch_size']}, {defaults['readers']} reader threads, provider {defaults['provider']}.", ""]
     sweep = fig.get("sweep")
     if sweep:
-        lines += [f"Indexing a {sweep['raster']['size_px']:,} px raster with other settings, one child process each, "
-                  "in this order (engine defaults first and last); efficiency against the in-memory encoder with the "
-                  "same ONNX Runtime setting (" + ", ".join(f"{k} {_fmt(v)}" for k, v in enc["mean"].items())
-                  + " tiles/s):", ""]
-        lines += _table(["setting", "readers", "ORT threads", "ORT spinning", "proposed functions", "tiles/s",
-                         "efficiency", "peak RSS MiB"],
-                        [[r["setting"], r["readers"], r["ort_threads"], "off" if r["no_spin"] else "on",
-                          r["proposed_functions"], r["tiles_per_s"], r["efficiency"], r["peak_rss_mib"]]
-                         for r in sweep["rows"]])
+        lines += [f"Interleaved rounds on a {sweep['raster']['size_px']:,} px raster (rounds: {sweep['rounds']}; each "
+                  "engine run in its own child process, each against the in-memory encoder with the same ONNX Runtime "
+                  "setting timed just before it; medians over rounds, every round shown):", ""]
+        lines += _table(["setting", "ORT", "tiles/s (median)", "tiles/s by round", "efficiency (median)",
+                         "efficiency by round", "peak RSS MiB"],
+                        [[name, c["ort"], c.get("tiles_per_s_median"), ", ".join(_fmt(v) for v in c["tiles_per_s"]),
+                          c.get("efficiency_median"), ", ".join(_fmt(v) for v in c["efficiency"]),
+                          c.get("peak_rss_mib_median")] for name, c in sweep["cases"].items()])
     return lines
 
 
 def _script(fig: dict) -> list[str]:
     engine = fig.get("engine_tiles_per_s")
-    rows = [[name, v["batch"], v.get("torch_threads"), v["tiles"], v["tiles_per_s"], engine,
-             engine and round(engine / v["tiles_per_s"], 2)] for name, v in fig.get("variants", {}).items()]
-    lines = _table(["user script", "tiles per forward", "torch threads", "tiles timed", "script tiles/s",
-                    "engine tiles/s", "engine speedup"], rows)
-    return lines + [f"- {note}" for note in fig.get("notes", [])]
+    rows = [[name, v["batch"], v.get("torch_threads"), ", ".join(_fmt(t) for t in v["tiles"]),
+             v["tiles_per_s_median"], ", ".join(_fmt(t) for t in v["tiles_per_s"]), engine,
+             engine and round(engine / v["tiles_per_s_median"], 2)] for name, v in fig.get("variants", {}).items()]
+    raster = fig.get("raster", {})
+    lines = [f"On the {raster.get('size_px', 0):,} px raster, interleaved with the engine's runs "
+             f"(rounds: {fig.get('rounds')}; engine = its defaults, median tiles/s).", ""]
+    lines += _table(["user script", "tiles per forward", "torch threads", "tiles timed by round",
+                     "script tiles/s (median)", "by round", "engine tiles/s", "engine speedup"], rows)
+    if fig.get("best_proposed"):
+        best = fig["best_proposed"]
+        lines += [f"Engine with the proposals ({best['setting']}): {_fmt(best['tiles_per_s'])} tiles/s, "
+                  f"{_fmt(fig.get('speedup_proposed_vs_per_tile'))}x the faster per-tile script.", ""]
+    return lines + [f"- {note}" for note in fig.get("notes", [])] + ([""] if fig.get("notes") else [])
 
 
 def _memory(fig: dict) -> list[str]:
@@ -151,8 +159,10 @@ def _search(fig: dict) -> list[str]:
     if fig["sizes"]:
         top = fig["sizes"][-1]
         lines += [f"efSearch of the approximate index at {top['tiles']:,} tiles:", ""]
-        lines += _table(["efSearch", "recall@10", "p50 ms"],
-                        [[r["ef_search"], r["recall_at_10"], r["p50_ms"]] for r in top["ef_sweep"]])
+        lines += _table(["efSearch", "recall@10", "image queries", "text queries", "p50 ms", "p95 ms"],
+                        [[r["ef_search"], r["recall_at_10"], r.get("recall_at_10_by_query", {}).get("image"),
+                          r.get("recall_at_10_by_query", {}).get("text"), r["p50_ms"], r.get("p95_ms")]
+                         for r in top["ef_sweep"]])
     if fig.get("exact_latency_sweep"):
         lines += ["Exact search latency by size (one query at a time):", ""]
         lines += _table(["tiles", "p50 ms", "p95 ms", "p50 ms, faiss 1 thread", "p95 ms, faiss 1 thread"],
@@ -192,7 +202,8 @@ def _run_section(mode: str, run: dict) -> list[str]:
              f"{run.get('load_average_end')} (other processes share this machine; ratios are measured in the same "
              "run, interleaved where possible)",
              f"- **Model measured:** {run['model']['description']}",
-             f"- **Sizes:** large raster {preset['large_px']:,} px square, small {preset['small_px']:,} px; search at "
+             f"- **Sizes:** rasters {preset['large_px']:,} px (large), {preset['small_px']:,} px (small) and "
+             f"{preset.get('medium_px', 0):,} px (interleaved rounds), square; search at "
              + ", ".join(f"{s:,}" for s in preset["search_sizes"]) + " tiles",
              f"- **Took:** {run['seconds_total']:,} s ("
              + ", ".join(f"{k} {v} s" for k, v in run["seconds_per_figure"].items()) + ")", ""]
@@ -223,5 +234,10 @@ def render(results: dict[str, Any]) -> str:
              "`make bench-quick` (`--quick`) runs smaller sizes; `python -m bench --full` runs the full sizes "
              "(20,000 px raster, search up to 1,000,000 tiles).", ""]
     for mode in sorted(runs, key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER)):
+        if runs[mode].get("bench_version") != BENCH_VERSION:
+            lines += [f"## Run `{mode}`", "", f"Made on {runs[mode].get('date')} by an older version of the "
+                      f"benchmarks, whose results this report no longer reads; re-run it (`python -m bench "
+                      f"--{mode}` or `make bench`).", ""]
+            continue
         lines += _run_section(mode, runs[mode])
     return "\n".join(lines).rstrip() + "\n"

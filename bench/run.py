@@ -1,8 +1,9 @@
 """Entry point of the benchmarks: ``python -m bench [--quick | --full] [--model DIR] ...``.
 
 Runs the five figures in one process (indexing in child processes), in this order: encoder (1),
-pipeline efficiency and peak memory (2 and 4, which share the large indexing run), the plain user
-script (3, compared with that run's rate) and search (5, on that run's embeddings). Writes the
+pipeline efficiency and peak memory on the large and small rasters (2 and 4), interleaved rounds
+on a medium raster (:mod:`bench.sweep`: the engine under several settings, the in-memory encoder
+and the plain user script, for figures 2 and 3), and search (5, on the large run's embeddings). Writes the
 run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
 only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
 
@@ -43,16 +44,18 @@ FIGURES = ("encoder", "pipeline", "script", "search")  # "pipeline" measures fig
 
 @dataclass(frozen=True)
 class Preset:
-    large_px: int  # side of the large generated raster (figures 2, 3, 4)
+    large_px: int  # side of the large generated raster (figures 2 and 4)
     small_px: int  # side of the small one (figure 4's comparison)
-    sweep_px: int  # side of the raster of the indexing settings sweep (0: no sweep)
+    medium_px: int  # side of the raster of the interleaved rounds (figures 2 and 3, bench.sweep)
+    sweep_rounds: int
+    sweep_all: bool  # every engine setting of bench.sweep, not only the defaults
     gdal_variant: bool  # figure 4 again with a small GDAL block cache
     encoder_rounds: int
     encoder_seconds: float  # per case per round
     encoder_extra: bool  # also ORT without spinning, batch 8 and 64
     stage_tiles: int  # tiles timed stage by stage (figure 2)
     script_max_tiles: int
-    script_max_seconds: float  # per script variant (4 variants)
+    script_max_seconds: float  # per script variant and round (4 variants)
     search_sizes: list[int] = field(default_factory=list)
     flat_sizes: list[int] = field(default_factory=list)  # exact-search latency sweep
     image_queries: int = 100
@@ -61,21 +64,22 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(large_px=384, small_px=192, sweep_px=0, gdal_variant=False, encoder_rounds=1,
-                   encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=16,
+    "tiny": Preset(large_px=384, small_px=192, medium_px=192, sweep_rounds=1, sweep_all=False, gdal_variant=False,
+                   encoder_rounds=1, encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=16,
                    script_max_seconds=5.0, search_sizes=[500, 2_000], flat_sizes=[2_000], image_queries=8,
                    text_queries=8, search_budget_s=0.3),
-    "quick": Preset(large_px=4096, small_px=2048, sweep_px=0, gdal_variant=False, encoder_rounds=2,
+    "quick": Preset(large_px=4096, small_px=2048, medium_px=2048, sweep_rounds=1, sweep_all=False,
+                    gdal_variant=False, encoder_rounds=2,
                     encoder_seconds=1.0, encoder_extra=False, stage_tiles=64, script_max_tiles=96,
                     script_max_seconds=8.0, search_sizes=[10_000, 30_000], flat_sizes=[10_000, 30_000, 100_000],
                     image_queries=50, text_queries=50, search_budget_s=1.0),
-    "default": Preset(large_px=10_000, small_px=2_500, sweep_px=3_584, gdal_variant=True, encoder_rounds=3,
-                      encoder_seconds=1.5, encoder_extra=True, stage_tiles=128, script_max_tiles=600,
-                      script_max_seconds=20.0, search_sizes=[10_000, 100_000],
+    "default": Preset(large_px=10_000, small_px=2_500, medium_px=3_072, sweep_rounds=2, sweep_all=True,
+                      gdal_variant=True, encoder_rounds=3, encoder_seconds=1.5, encoder_extra=True, stage_tiles=128,
+                      script_max_tiles=196, script_max_seconds=8.0, search_sizes=[10_000, 100_000],
                       flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], search_budget_s=2.0),
-    "full": Preset(large_px=20_000, small_px=5_000, sweep_px=4_480, gdal_variant=True, encoder_rounds=3,
-                   encoder_seconds=3.0, encoder_extra=True, stage_tiles=256, script_max_tiles=2_000,
-                   script_max_seconds=60.0, search_sizes=[10_000, 100_000, 1_000_000],
+    "full": Preset(large_px=20_000, small_px=5_000, medium_px=4_480, sweep_rounds=3, sweep_all=True,
+                   gdal_variant=True, encoder_rounds=3, encoder_seconds=3.0, encoder_extra=True, stage_tiles=256,
+                   script_max_tiles=400, script_max_seconds=20.0, search_sizes=[10_000, 100_000, 1_000_000],
                    flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
                    search_budget_s=5.0),
 }
@@ -150,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    from .report import BENCH_VERSION
     from .standin import resolve_model
 
     run: dict[str, Any] = {
+        "bench_version": BENCH_VERSION,
         "mode": args.mode,
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "make_target": {"default": "make bench", "quick": "make bench-quick"}.get(args.mode),
@@ -179,20 +185,25 @@ def main(argv: list[str] | None = None) -> int:
         run["figures"]["encoder"] = _timed(run, "encoder", lambda: encoder.run(
             model_dir, state["pixels"], preset.encoder_rounds, preset.encoder_seconds, preset.encoder_extra))
     vectors_path = args.work / "vectors-latest.npy"
-    if "pipeline" in figures and "large" in state:
-        from . import pipeline
+    if {"pipeline", "script"} & figures and "large" in state:
+        from . import pipeline, script, sweep
 
-        pair = _timed(run, "pipeline+memory", lambda: pipeline.run(
-            model_dir, state["large"], state["small"], state.get("sweep"), args.work, preset.encoder_seconds,
-            preset.stage_tiles, preset.gdal_variant, vectors_out=vectors_path))
-        if pair:
-            run["figures"]["pipeline"], run["figures"]["memory"] = pair
-    engine_rate = run["figures"].get("pipeline", {}).get("indexing", {}).get("tiles_per_s")
-    if "script" in figures and "large" in state:
-        from . import script
-
-        run["figures"]["script"] = _timed(run, "script", lambda: script.run(
-            state["large"][0], model_dir, engine_rate, preset.script_max_tiles, preset.script_max_seconds))
+        models = _timed(run, "encoder sessions", lambda: sweep.encoder_models(model_dir))
+        if "pipeline" in figures:
+            pair = _timed(run, "pipeline+memory", lambda: pipeline.run(
+                model_dir, state["large"], state["small"], args.work, models, preset.encoder_seconds,
+                preset.stage_tiles, preset.gdal_variant, vectors_out=vectors_path))
+            if pair:
+                run["figures"]["pipeline"], run["figures"]["memory"] = pair
+        block = _timed(run, "interleaved rounds", lambda: sweep.run(
+            state["medium"], model_dir, args.work, models, state["pixels"], preset.sweep_rounds,
+            preset.sweep_all and "pipeline" in figures, preset.encoder_seconds, preset.script_max_tiles,
+            preset.script_max_seconds))
+        if block and "pipeline" in run["figures"]:
+            pipeline.add_interleaved(run["figures"]["pipeline"], block)
+        if block and "script" in figures:
+            run["figures"]["script"] = script.figure(block)
+        del models
     if "search" in figures:
         from . import search
 
@@ -228,8 +239,7 @@ def _inputs(args: argparse.Namespace, preset: Preset, model_dir: Path) -> dict[s
         "large": ensure_mosaic(args.work, preset.large_px, scenes),
         "small": ensure_mosaic(args.work, preset.small_px, scenes),
     }
-    if preset.sweep_px:
-        inputs["sweep"] = ensure_mosaic(args.work, preset.sweep_px, scenes)
+    inputs["medium"] = ensure_mosaic(args.work, preset.medium_px, scenes)
     return inputs
 
 

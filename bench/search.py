@@ -36,7 +36,7 @@ from .common import percentile_ms, target
 K = 10
 EXPAND_NEIGHBOURS = 10
 EXPAND_NOISE = 0.25
-EF_SWEEP = (16, 32, 64, 128, 256, 512)
+EF_SWEEP = (16, 32, 64, 128, 256, 512, 1024, 2048)
 LATENCY_TARGET_MS = 10.0
 RECALL_TARGET = 0.95
 QUERY_TARGET_MS = 50.0
@@ -137,7 +137,12 @@ def _measure_size(vectors: np.ndarray, queries: dict[str, np.ndarray], budget_s:
         approx.hnsw.efSearch = ef
         _, found_ef = approx.search(all_queries, K)
         times = _latencies(approx, all_queries, budget_s / 4)
-        sweep.append({"ef_search": ef, "recall_at_10": _recall(found_ef, truth), "p50_ms": percentile_ms(times, 50)})
+        by_kind, offset = {}, 0
+        for kind, block in queries.items():
+            by_kind[kind] = _recall(found_ef[offset : offset + len(block)], truth[offset : offset + len(block)])
+            offset += len(block)
+        sweep.append({"ef_search": ef, "recall_at_10": _recall(found_ef, truth), "recall_at_10_by_query": by_kind,
+                      "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)})
     approx.hnsw.efSearch = default_ef
     picked = "approximate" if len(vectors) >= APPROXIMATE_MIN_TILES else "exact"
     return {

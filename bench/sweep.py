@@ -1,0 +1,114 @@
+"""Interleaved comparisons on one medium raster: engine settings, the in-memory encoder, the user script.
+
+On a machine shared with other work, the available CPU drifts by a factor of two within minutes,
+so numbers measured minutes apart cannot be divided by each other. Here every comparison of
+figures 2 and 3 is made in rounds over the same medium raster: in each round every case runs once,
+in a fixed order, and the figures use per-case medians over the rounds.
+
+- engine cases: ``build_index`` in a child process (:mod:`bench.index_child`) with the engine's
+  defaults or another setting (readers, ONNX Runtime threads or spinning, the faster functions of
+  :mod:`bench.proposals`); the in-memory encoder with the same ONNX Runtime setting is timed just
+  before each run, and the run's efficiency is taken against it;
+- script cases: the obvious user script (:mod:`bench.script`), per tile and batched, with torch's
+  default threads and with one thread, over the first tiles of the same raster.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import interleaved_rates, ratio
+
+ENGINE_DEFAULTS = "engine defaults"
+# Engine settings beyond the defaults (a full sweep); keys are bench.index_child options.
+ENGINE_SETTINGS: list[dict[str, Any]] = [
+    {"readers": 1},
+    {"threads": 1},
+    {"no_spin": True},
+    {"proposed": True},
+    {"proposed": True, "no_spin": True},
+    {"proposed": True, "threads": 1},
+]
+SCRIPT_VARIANTS = ("per_tile", "per_tile_1thread", "batched", "batched_1thread")
+
+
+def setting_name(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or ENGINE_DEFAULTS
+
+
+def _ort_setting(options: dict[str, Any]) -> str:
+    return "1 thread" if options.get("threads") == 1 else ("no spin" if options.get("no_spin") else "default")
+
+
+def encoder_models(model_dir: Path) -> dict[str, Any]:
+    """The encoder under each ONNX Runtime setting that the engine cases use."""
+    from rs_text_search.core.model import load_model
+
+    from .proposals import no_spin_sessions
+
+    models = {"default": load_model(model_dir, provider="auto"),
+              "1 thread": load_model(model_dir, provider="auto", threads=1)}
+    with no_spin_sessions():
+        models["no spin"] = load_model(model_dir, provider="auto")
+    return models
+
+
+def encoder_rate(model, pixels: np.ndarray, batch: int, seconds: float) -> float:
+    """In-memory tiles/s of ``model`` at ``batch`` (one warm-up call, then ``seconds`` of calls)."""
+    chunk = np.ascontiguousarray(np.resize(pixels, (batch, *pixels.shape[1:])))
+
+    def work() -> int:
+        model.embed_preprocessed(chunk)
+        return batch
+
+    work()
+    return interleaved_rates({"encoder": work}, 1, seconds)["encoder"]["per_s"]
+
+
+def run(raster: tuple[Path, dict], model_dir: Path, work: Path, models: dict[str, Any], pixels: np.ndarray,
+        rounds: int, all_settings: bool, encoder_seconds: float, script_max_tiles: int,
+        script_max_seconds: float) -> dict[str, Any]:
+    """Run every case ``rounds`` times, interleaved; returns per-case rates, efficiencies and medians."""
+    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE
+
+    from . import script
+    from .pipeline import index_in_child
+
+    path, info = raster
+    settings = [{}] + (ENGINE_SETTINGS if all_settings else [])
+    user_script = script.UserScript(path, model_dir, script_max_tiles, script_max_seconds)
+    order: list[tuple[str, Any]] = [("engine", settings[0])] + [("script", v) for v in SCRIPT_VARIANTS if
+                                                                  user_script.available]
+    order += [("engine", options) for options in settings[1:]]
+    cases: dict[str, dict[str, Any]] = {}
+    for _ in range(rounds):
+        for kind, spec in order:
+            if kind == "engine":
+                name = setting_name(spec)
+                case = cases.setdefault(name, {"kind": "engine", "options": spec, "ort": _ort_setting(spec),
+                                               "tiles_per_s": [], "encoder_tiles_per_s": [], "efficiency": [],
+                                               "peak_rss_mib": []})
+                encoder = encoder_rate(models[case["ort"]], pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
+                result = index_in_child(path, model_dir, work, **spec)
+                case["tiles_per_s"].append(result["tiles_per_s"])
+                case["encoder_tiles_per_s"].append(encoder)
+                case["efficiency"].append(ratio(result["tiles_per_s"], encoder))
+                case["peak_rss_mib"].append(result["peak_rss_mib"])
+                case["tiles"] = result["tiles_total"]
+            else:
+                case = cases.setdefault(spec, {"kind": "script", "tiles_per_s": [], "tiles": []})
+                count, seconds, threads = user_script.run(spec)
+                case["tiles_per_s"].append(round(count / seconds, 2))
+                case["tiles"].append(count)
+                case["torch_threads"] = threads
+    for case in cases.values():
+        for key in ("tiles_per_s", "efficiency", "encoder_tiles_per_s", "peak_rss_mib"):
+            values = [v for v in case.get(key, []) if v is not None]
+            if values:
+                case[f"{key}_median"] = round(statistics.median(values), 3)
+    return {"raster": info, "rounds": rounds, "cases": cases,
+            "script_notes": [] if user_script.available else [user_script.why_not]}
