@@ -137,12 +137,17 @@ def _run_cuda(model_dir, manifest, tower, pixels, rounds, min_seconds, notes) ->
     if "CUDAExecutionProvider" in ort.get_available_providers():
         try:
             gpu_engine = load_model(model_dir, provider="cuda", batch_size=1024)
-            scratch = Path(tempfile.mkdtemp(prefix="bench-fp16-"))
             for batch in BATCHES:
                 cases[f"engine_fp32_b{batch}"] = _engine_case(gpu_engine, pixels, batch)
-                cases[f"engine_fp16_b{batch}"] = _ort_fp16_case(model_dir, manifest, pixels, batch, scratch)
         except Exception as exc:  # a CUDA provider listed but unusable (driver, libraries): say so, go on
             notes.append(f"ONNX Runtime CUDA not measured: {exc}")
+        else:
+            try:
+                scratch = Path(tempfile.mkdtemp(prefix="bench-fp16-"))
+                for batch in BATCHES:
+                    cases[f"engine_fp16_b{batch}"] = _ort_fp16_case(model_dir, manifest, pixels, batch, scratch)
+            except Exception as exc:  # fp16 conversion needs the onnx package and supported ops
+                notes.append(f"ONNX Runtime CUDA fp16 not measured: {exc}")
     else:
         notes.append("ONNX Runtime CUDA not measured: CUDAExecutionProvider is not available here")
     if torch.cuda.is_available() and tower is not None:
