@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,6 +164,9 @@ def _list(args, model) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # GDAL's block cache defaults to 5 % of RAM and made peak memory grow with the raster's size;
+    # 64 MB keeps it flat at the same speed (BENCHMARKS.md figure 4). Read before rasterio loads GDAL.
+    os.environ.setdefault("GDAL_CACHEMAX", "64")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         from .core.model import load_model

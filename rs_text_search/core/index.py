@@ -220,7 +220,15 @@ class TileIndex:
         k_eff = min(k, len(ids))
         if k_eff == 0:
             return np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1)
-        scores, positions = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff, params=params)
+        # One query: a single faiss thread is faster (OpenMP fork/join costs more than the parallel
+        # scan saves: 57 ms against 282 ms exact at 1M tiles on 2 cores, BENCHMARKS.md figure 5).
+        threads = faiss.omp_get_max_threads()
+        if len(vectors) == 1:
+            faiss.omp_set_num_threads(1)
+        try:
+            scores, positions = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         tile_indexes = np.where(positions >= 0, ids[np.maximum(positions, 0)], -1)
         return scores, tile_indexes
 
