@@ -71,12 +71,12 @@ bench-quick: setup
 # The bundled default model resources/models/rs-default (see training/README.md, "The bundled default
 # model"): trained on UCM-Captions train from $(SHARED)/data, selected on val, exported with an int8
 # text tower. About 40 minutes on the shared 2-core CPU machine (MODEL_THREADS: torch CPU threads).
-MODEL_RUN ?= runs/rs-default
+MODEL_RUN ?= runs/rs-default-24
 MODEL_THREADS ?= 1
 UCM_CAPTIONS = $(SHARED)/data/ucm_captions/dataset.json
 model: setup
 	$(PY) -m training.fit --data $(UCM_CAPTIONS) --run-dir $(MODEL_RUN) --overwrite \
-	    --model rs-resnet-minilm-64 --lock-text --epochs 12 --batch-size 64 --lr 1e-3 --warmup-steps 50 \
+	    --model rs-resnet-minilm-64 --lock-text --epochs 24 --batch-size 64 --lr 1e-3 --warmup-steps 50 \
 	    --threads $(MODEL_THREADS) --no-progress
 	$(PY) -m training.export --checkpoint $(MODEL_RUN)/best.pt --out resources/models/rs-default --overwrite \
 	    --data $(UCM_CAPTIONS) --split val --quantize int8 --quantize-towers text
