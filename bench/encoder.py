@@ -5,8 +5,7 @@ The same architecture, on the same preprocessed tiles of real scenes, at batch 1
   all cores, ORT_ENABLE_ALL), one ONNX call per batch; plus batch 8 and 64 (the batch default);
 - torch: the exporter's ``ImageTower`` (``encode_image(normalize=True)``) in ``torch.inference_mode``;
 - both with their default threads (what a user gets) and both with one thread (robust when other
-  processes load the machine: multi-threaded torch degrades badly when its threads are descheduled);
-- the engine also without ONNX Runtime's thread spinning (a proposal, see :mod:`bench.proposals`).
+  processes load the machine: multi-threaded torch degrades badly when its threads are descheduled).
 Cases run in interleaved rounds (see :func:`bench.common.interleaved_rates`). Where CUDA exists
 (ONNX Runtime's CUDA provider, ``torch.cuda``), fp32 and fp16 are measured too, host-to-device
 copies included on both sides; otherwise those rows say why they were skipped.
@@ -100,12 +99,6 @@ def run(model_dir: Path, pixels: np.ndarray, rounds: int, min_seconds: float, ex
         if tower is not None:
             cases[f"torch_1thread_b{batch}"] = _torch_case(tower, pixels, batch, threads=1)
     if extra:
-        from .proposals import no_spin_sessions
-
-        with no_spin_sessions():
-            no_spin = load_model(model_dir, provider="cpu", batch_size=1024)
-        for batch in BATCHES:
-            cases[f"engine_nospin_b{batch}"] = _engine_case(no_spin, pixels, batch)
         for batch in EXTRA_ENGINE_BATCHES:
             cases[f"engine_b{batch}"] = _engine_case(engine, pixels, batch)
     for work in cases.values():  # warm-up: first ORT/torch calls allocate and pick kernels

@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
                     encoder_seconds=1.0, encoder_extra=False, stage_tiles=64, script_max_tiles=96,
                     script_max_seconds=8.0, search_sizes=[10_000, 30_000], flat_sizes=[10_000, 30_000, 100_000],
                     image_queries=50, text_queries=50, search_budget_s=1.0),
-    "default": Preset(large_px=10_000, small_px=2_500, medium_px=3_072, sweep_rounds=2, sweep_all=True,
+    "default": Preset(large_px=8_192, small_px=2_048, medium_px=4_096, sweep_rounds=2, sweep_all=True,
                       gdal_variant=True, encoder_rounds=3, encoder_seconds=1.5, encoder_extra=True, stage_tiles=128,
                       script_max_tiles=196, script_max_seconds=8.0, search_sizes=[10_000, 100_000],
                       flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], search_budget_s=2.0),

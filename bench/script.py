@@ -133,14 +133,12 @@ def figure(block: dict[str, Any]) -> dict[str, Any]:
                None if per_tile is None else per_tile >= SPEEDUP_TARGET),
         target("engine / batched script (its faster thread setting)", batched, "(reported, no target)", None),
     ]
-    proposed = [c for c in cases.values() if c["kind"] == "engine" and c["options"].get("proposed")]
-    if proposed:
-        best = max(proposed, key=lambda c: c["tiles_per_s_median"])
-        result["best_proposed"] = {"setting": ", ".join(f"{k}={v}" for k, v in best["options"].items()),
-                                   "tiles_per_s": best["tiles_per_s_median"]}
+    others = [(name, c) for name, c in cases.items() if c["kind"] == "engine" and name != "engine defaults"]
+    if others:
+        name, best = max(others, key=lambda item: item[1]["tiles_per_s_median"])
+        result["best_other"] = {"setting": name, "tiles_per_s": best["tiles_per_s_median"]}
         value = ratio(best["tiles_per_s_median"], fastest("per_tile"), 2)
-        result["speedup_proposed_vs_per_tile"] = value
-        result["targets"].append(target(f"same, engine with the proposals ({result['best_proposed']['setting']})",
-                                        value, f">= {SPEEDUP_TARGET}", None if value is None
-                                        else value >= SPEEDUP_TARGET))
+        result["speedup_best_other_vs_per_tile"] = value
+        result["targets"].append(target(f"same, engine with its fastest other setting ({name})", value,
+                                        f">= {SPEEDUP_TARGET}", None if value is None else value >= SPEEDUP_TARGET))
     return result

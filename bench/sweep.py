@@ -6,9 +6,9 @@ figures 2 and 3 is made in rounds over the same medium raster: in each round eve
 in a fixed order, and the figures use per-case medians over the rounds.
 
 - engine cases: ``build_index`` in a child process (:mod:`bench.index_child`) with the engine's
-  defaults or another setting (readers, ONNX Runtime threads or spinning, the faster functions of
-  :mod:`bench.proposals`); the in-memory encoder with the same ONNX Runtime setting is timed just
-  before each run, and the run's efficiency is taken against it;
+  defaults or another setting (reader threads, ONNX Runtime intra-op threads, batch size); the
+  in-memory encoder with the same ONNX Runtime setting and batch size is timed just before each
+  run, and the run's efficiency is taken against it;
 - script cases: the obvious user script (:mod:`bench.script`), per tile and batched, with torch's
   default threads and with one thread, over the first tiles of the same raster.
 """
@@ -28,10 +28,9 @@ ENGINE_DEFAULTS = "engine defaults"
 ENGINE_SETTINGS: list[dict[str, Any]] = [
     {"readers": 1},
     {"threads": 1},
-    {"no_spin": True},
-    {"proposed": True},
-    {"proposed": True, "no_spin": True},
-    {"proposed": True, "threads": 1},
+    {"threads": 1, "readers": 1},
+    {"batch_size": 64},
+    {"threads": 1, "batch_size": 64},
 ]
 SCRIPT_VARIANTS = ("per_tile", "per_tile_1thread", "batched", "batched_1thread")
 
@@ -41,20 +40,15 @@ def setting_name(options: dict[str, Any]) -> str:
 
 
 def _ort_setting(options: dict[str, Any]) -> str:
-    return "1 thread" if options.get("threads") == 1 else ("no spin" if options.get("no_spin") else "default")
+    return "1 thread" if options.get("threads") == 1 else "default"
 
 
 def encoder_models(model_dir: Path) -> dict[str, Any]:
     """The encoder under each ONNX Runtime setting that the engine cases use."""
     from rs_text_search.core.model import load_model
 
-    from .proposals import no_spin_sessions
-
-    models = {"default": load_model(model_dir, provider="auto"),
-              "1 thread": load_model(model_dir, provider="auto", threads=1)}
-    with no_spin_sessions():
-        models["no spin"] = load_model(model_dir, provider="auto")
-    return models
+    return {"default": load_model(model_dir, provider="auto", batch_size=1024),
+            "1 thread": load_model(model_dir, provider="auto", threads=1, batch_size=1024)}
 
 
 def encoder_rate(model, pixels: np.ndarray, batch: int, seconds: float) -> float:
@@ -92,7 +86,8 @@ def run(raster: tuple[Path, dict], model_dir: Path, work: Path, models: dict[str
                 case = cases.setdefault(name, {"kind": "engine", "options": spec, "ort": _ort_setting(spec),
                                                "tiles_per_s": [], "encoder_tiles_per_s": [], "efficiency": [],
                                                "peak_rss_mib": []})
-                encoder = encoder_rate(models[case["ort"]], pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
+                encoder = encoder_rate(models[case["ort"]], pixels, spec.get("batch_size", DEFAULT_BATCH_SIZE),
+                                       encoder_seconds)
                 result = index_in_child(path, model_dir, work, **spec)
                 case["tiles_per_s"].append(result["tiles_per_s"])
                 case["encoder_tiles_per_s"].append(encoder)
