@@ -32,6 +32,7 @@ APPROXIMATE_MIN_TILES = 200_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+FINALIZE_CHUNK_TILES = 8192
 STATUS = {"embedded": 1, "nodata": 2, "constant": 3}
 
 _SCHEMA = """
@@ -168,13 +169,19 @@ class TileIndex:
         """Build index.faiss + ids.npy from the catalog's embeddings and mark the index complete."""
         import faiss
 
-        with self.connect() as db:
-            rows = db.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id",
-                              (STATUS["embedded"],)).fetchall()
         dim = int(self.meta["model"]["embed_dim"])
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        index = make_faiss_index(vectors)
+        embedded = (STATUS["embedded"],)
+        with self.connect() as db:
+            count = int(db.execute("SELECT COUNT(*) FROM tiles WHERE status = ?", embedded).fetchone()[0])
+            index = make_faiss_index(np.zeros((0, dim), np.float32), approximate=count >= APPROXIMATE_MIN_TILES)
+            ids = np.empty(count, dtype=np.int64)
+            filled = 0
+            # Streamed in chunks: peak memory is the faiss index itself, not the catalog three times over.
+            cursor = db.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id", embedded)
+            while rows := cursor.fetchmany(FINALIZE_CHUNK_TILES):
+                index.add(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim))
+                ids[filled : filled + len(rows)] = [r[0] for r in rows]
+                filled += len(rows)
         with atomic_path(self.directory / "ids.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, ids)
         with atomic_path(self.directory / "index.faiss") as tmp:

@@ -35,13 +35,15 @@ def test_index_counts_skips_and_stores_every_tile(tmp_path, cache, tiny_model):
     assert [i.directory for i in list_indexes(cache)] == [index.directory]
 
 
-def test_stored_vectors_equal_encoding_the_tiles_directly(tmp_path, cache, tiny_model):
+def test_stored_vectors_equal_encoding_the_tiles_directly(tmp_path, cache, tiny_model, monkeypatch):
+    monkeypatch.setattr("rs_text_search.core.index.FINALIZE_CHUNK_TILES", 4)  # finalize streams 3 chunks
     path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
     with open_raster(path) as source:
         index, _ = build_index(source, tiny_model)
         direct = tiny_model.embed_images([source.read(index_window(index, t), 32) for t in (0, 4, 11)])
     np.testing.assert_allclose(index.vectors([0, 4, 11]), direct, atol=1e-5)
     np.testing.assert_allclose(index.vectors([0]), index.vectors([9]), atol=1e-6)  # identical pixels
+    assert len(index) == 11 and list(index._load()[1]) == [t for t in range(12) if t != 6]
 
 
 def index_window(index, tile_index):
