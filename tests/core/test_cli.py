@@ -3,9 +3,11 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -101,17 +103,20 @@ def test_missing_model_is_exit_2(cache, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_batches_and_the_next_run_resumes(cache, tiny_model_dir, tmp_path):
-    raster = write_geotiff(tmp_path / "big.tif", textured_rgb(2048, 2048), tiled=True)  # 4096 tiles
+    raster = write_geotiff(tmp_path / "big.tif", textured_rgb(4096, 4096), tiled=True)  # 16,384 tiles
     argv = [sys.executable, "-m", "rs_text_search", "index", str(raster), "--model", str(tiny_model_dir),
             "--provider", "cpu", "--batch-size", "16", "--json"]
     env = {**os.environ, "RS_TEXT_SEARCH_CACHE": str(cache)}
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    catalogs = []
-    deadline = time.time() + 60
-    while time.time() < deadline and not catalogs:
-        catalogs = list(cache.glob("indexes/*/catalog.sqlite"))
-        time.sleep(0.2)
-    time.sleep(1.5)
+    committed, deadline = 0, time.time() + 120
+    while time.time() < deadline and committed == 0 and process.poll() is None:  # interrupt after the first batches
+        for catalog in cache.glob("indexes/*/catalog.sqlite"):
+            try:
+                with closing(sqlite3.connect(catalog, timeout=1)) as db:
+                    committed = db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+            except sqlite3.OperationalError:  # the table is being created
+                pass
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
@@ -119,4 +124,4 @@ def test_ctrl_c_keeps_finished_batches_and_the_next_run_resumes(cache, tiny_mode
     finished = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     (summary,) = json.loads(finished.stdout)
-    assert 0 < summary["resumed_from"] < 4096 and summary["embedded"] == 4096
+    assert 0 < summary["resumed_from"] < 128 * 128 and summary["embedded"] == 128 * 128
