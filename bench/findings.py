@@ -44,10 +44,12 @@ def _pipeline(fig: dict) -> list[str]:
     costs = fig["stage_costs_single_thread"]
     out = [f"Pipeline: indexing runs at {_n(fig['efficiency'], 2)} of the in-memory encoder's rate on the large "
            f"raster. Per tile, reading + decoding costs {_n(costs['read_decode_ms'], 2)} ms, the empty/constant test "
-           f"{_n(costs['classify_ms'], 2)} ms and preprocessing {_n(costs['preprocess_ms'], 2)} ms of CPU, against "
+           f"{_n(costs['classify_ms'], 2)} ms, preprocessing {_n(costs['preprocess_ms'], 2)} ms and writing to SQLite "
+           f"{_n(costs.get('write_ms'), 2)} ms of CPU, against "
            f"{_n(costs['encode_1thread_ms'], 2)} ms to encode on one thread: with every stage on the same cores (and "
            f"an encoder that scaled perfectly with threads) the efficiency could not exceed "
-           f"{_n(costs['efficiency_ceiling_cpu_bound'], 2)}."]
+           f"{_n(costs['efficiency_ceiling_cpu_bound'], 2)}; writing on the encoder's thread alone bounds it at "
+           f"{_n(costs.get('efficiency_bound_serial_writer'), 2)}."]
     sweep = fig.get("sweep")
     if sweep:
         cases = sweep["cases"]

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=0, help="0: the engine's DEFAULT_READERS")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
-    parser.add_argument("--proposed", action="store_true", help="patch in bench.proposals (streaming finalize)")
+    parser.add_argument("--proposed", action="store_true", help="patch in bench.proposals (writer thread)")
     parser.add_argument("--gdal-cache-mb", type=int, default=0,
                         help="limit GDAL's block cache in-process, as the command line does (0: GDAL's default)")
     args = parser.parse_args(argv)

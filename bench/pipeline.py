@@ -13,9 +13,8 @@ same ONNX Runtime settings). It is measured twice:
 The single-threaded cost of each stage per tile is measured beside it, to say where the time goes.
 
 Figure 4, peak RSS (``VmHWM``) of the child indexing the large raster versus the small one: with
-GDAL's default block cache (the engine used as a library), with the cache limited to 64 MB (what
-the command line sets; here with ``rasterio.env.set_gdal_config``), and with that plus the
-streaming ``finalize`` proposed in :mod:`bench.proposals`.
+GDAL's default block cache (the engine used as a library) and with the cache limited to 64 MB
+(what the command line sets; here with ``rasterio.env.set_gdal_config``).
 """
 
 from __future__ import annotations
@@ -66,28 +65,64 @@ def index_in_child(raster: Path, model_dir: Path, work: Path, env: dict[str, str
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _sample_windows(source, model, count: int) -> list:
+def _sample_tiles(source, model, count: int) -> list:
+    """``count`` consecutive tiles (row-major, as the pipeline reads them) from the middle of the grid."""
     from rs_text_search.core.tiling import GridSpec, tile_grid
 
     _, _, tiles = tile_grid(source.width, source.height, GridSpec(tile_size_px=model.image_size))
-    step = max(1, len(tiles) // count)
-    return [t.window for t in tiles[::step][:count]]
+    start = max(0, min(len(tiles) // 2, len(tiles) - count))
+    return tiles[start : start + count]
 
 
-def stage_costs(raster: Path, model, single_thread_model, count: int) -> tuple[dict[str, Any], np.ndarray]:
-    """One-thread ms per tile of each stage of the engine's pipeline; returns also the pixels."""
+def _write_ms(source, model, tiles: list, work: Path) -> float:
+    """ms per tile of the engine's SQLite writer (bounds, lon/lat corners, one transaction per batch)."""
+    from rs_text_search.core.index import STATUS, TileIndex
+    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, _Batch, _new_meta, _write_batch
+
+    folder = Path(tempfile.mkdtemp(prefix="write-", dir=work))
+    try:
+        index = TileIndex(folder, _new_meta(source, model, _grid(model), folder.name, (1, 1)))
+        vectors = np.ones((DEFAULT_BATCH_SIZE, model.embed_dim), np.float32)
+        db = index.connect()
+        batches = [tiles[i : i + DEFAULT_BATCH_SIZE] for i in range(0, len(tiles), DEFAULT_BATCH_SIZE)]
+        timed = batches[1:] or batches  # the first batch pays one-off costs (pyproj transformer, schema)
+        for number, chunk in enumerate([batches[0]] + timed):
+            if number == 1 or len(batches) == 1:
+                started = time.perf_counter()
+            status = [STATUS["embedded"]] * len(chunk)
+            _write_batch(db, index, source, _Batch(chunk, status, np.zeros(0)), vectors[: len(chunk)])
+        seconds = time.perf_counter() - started
+        db.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return round(seconds / sum(len(chunk) for chunk in timed) * 1000, 3)
+
+
+def _grid(model):
+    from rs_text_search.core.tiling import GridSpec
+
+    return GridSpec(tile_size_px=model.image_size)
+
+
+def stage_costs(raster: Path, model, single_thread_model, count: int, work: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """One-thread ms per tile of each stage of the engine's pipeline; returns also the pixels.
+
+    Tiles are consecutive, as the pipeline reads them, so decoded GDAL blocks are reused the same way.
+    """
     from rs_text_search.core.indexing import _classify
     from rs_text_search.core.sources import RasterioSource
 
-    def per_tile_ms(work) -> float:
+    def per_tile_ms(work_fn) -> float:
         started = time.perf_counter()
-        work()
+        work_fn()
         return round((time.perf_counter() - started) / count * 1000, 3)
 
     with RasterioSource(raster) as source:
-        windows = _sample_windows(source, model, count)
+        tiles = _sample_tiles(source, model, count)
+        count = len(tiles)
         reads: list = []
-        read_ms = per_tile_ms(lambda: reads.extend(source.read_masked(w, model.image_size) for w in windows))
+        read_ms = per_tile_ms(lambda: reads.extend(source.read_masked(t.window, model.image_size) for t in tiles))
+        write_ms = _write_ms(source, model, tiles, work)
     rgbs = [rgb for rgb, _ in reads]
     pixels = model.preprocess(rgbs)
     batch = np.ascontiguousarray(np.resize(pixels, (32, *pixels.shape[1:])))
@@ -99,9 +134,10 @@ def stage_costs(raster: Path, model, single_thread_model, count: int) -> tuple[d
         "read_decode_ms": read_ms,
         "classify_ms": per_tile_ms(lambda: [_classify(r, v) for r, v in reads]),
         "preprocess_ms": per_tile_ms(lambda: model.preprocess(rgbs)),
+        "write_ms": write_ms,
         "encode_1thread_ms": encode_1thread_ms,
     }
-    other = costs["read_decode_ms"] + costs["classify_ms"] + costs["preprocess_ms"]
+    other = costs["read_decode_ms"] + costs["classify_ms"] + costs["preprocess_ms"] + costs["write_ms"]
     # With every core busy, indexing / encoder-alone cannot exceed encode CPU / (encode + other stages' CPU).
     costs["efficiency_ceiling_cpu_bound"] = ratio(encode_1thread_ms, encode_1thread_ms + other)
     return costs, pixels
@@ -121,13 +157,15 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], wor
 
     large_path, large_info = large
     small_path, small_info = small
-    costs, pixels = stage_costs(large_path, models["default"], models["1 thread"], stage_tiles)
+    costs, pixels = stage_costs(large_path, models["default"], models["1 thread"], stage_tiles, work)
     before = encoder_rate(models["default"], pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
     run_large = index_in_child(large_path, model_dir, work, save_vectors=vectors_out)
     after = encoder_rate(models["default"], pixels, DEFAULT_BATCH_SIZE, encoder_seconds)
     encoder = round((before + after) / 2, 2)
     costs["encode_ms"] = round(1000 / encoder, 3)
     costs["encode_share_in_pipeline"] = ratio(run_large["seconds_encoding"], run_large["seconds"])
+    # The engine writes each batch on the encoder's thread: the encoder idles for the write.
+    costs["efficiency_bound_serial_writer"] = ratio(costs["encode_ms"], costs["encode_ms"] + costs["write_ms"])
     efficiency = ratio(run_large["tiles_per_s"], encoder)
     pipeline = {
         "raster": large_info,
@@ -143,11 +181,9 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], wor
     }
     run_small = index_in_child(small_path, model_dir, work)
     runs = {"large_default_cache": run_large, "small_default_cache": run_small}
-    if gdal_variant:  # the command line's setting (cli.py), set in-process; then also the proposed finalize
+    if gdal_variant:  # the command line's setting (cli.py), set in-process
         for name, path in (("large", large_path), ("small", small_path)):
             runs[f"{name}_gdal_cache_64mb"] = index_in_child(path, model_dir, work, gdal_cache_mb=SMALL_GDAL_CACHE_MB)
-            runs[f"{name}_gdal_cache_64mb_proposed"] = index_in_child(path, model_dir, work, proposed=True,
-                                                                      gdal_cache_mb=SMALL_GDAL_CACHE_MB)
     return pipeline, _memory(large_info, small_info, runs)
 
 
@@ -190,8 +226,7 @@ def _memory(large_info: dict, small_info: dict, runs: dict[str, dict]) -> dict[s
                    None if over_raw is None else over_raw < 0.5),
         ],
     }
-    for suffix, label in (("gdal_cache_64mb", f"GDAL_CACHEMAX={SMALL_GDAL_CACHE_MB} MB (as the command line)"),
-                          ("gdal_cache_64mb_proposed", "same + proposed streaming finalize")):
+    for suffix, label in (("gdal_cache_64mb", f"GDAL_CACHEMAX={SMALL_GDAL_CACHE_MB} MB (as the command line)"),):
         if f"large_{suffix}" not in runs:
             continue
         peak = runs[f"large_{suffix}"]["peak_rss_mib"]

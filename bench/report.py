@@ -81,13 +81,16 @@ def _pipeline(fig: dict) -> list[str]:
           run["tiles_per_s"], f"{_fmt(enc['mean'])} ({_fmt(enc['before'])}, {_fmt(enc['after'])})",
           fig["efficiency"]]])
     costs = fig["stage_costs_single_thread"]
-    lines += ["Where a tile's CPU time goes (ms per tile, one thread; the ceiling is encode / (encode + the other "
-              "stages), the best efficiency possible when all stages share the same cores and the encoder scales "
-              "perfectly with threads):", ""]
-    lines += _table(["read + decode", "classify (empty/constant test)", "preprocess", "encode (1 thread)",
-                     "encode (default threads, wall)", "CPU-bound efficiency ceiling"],
-                    [[costs["read_decode_ms"], costs["classify_ms"], costs["preprocess_ms"], costs["encode_1thread_ms"],
-                      costs["encode_ms"], costs["efficiency_ceiling_cpu_bound"]]])
+    lines += ["Where a tile's CPU time goes (ms per tile, one thread, consecutive tiles as the pipeline reads them; "
+              "the ceiling is encode / (encode + the other stages), the best efficiency possible when all stages "
+              "share the same cores and the encoder scales perfectly with threads; the last column is encode / "
+              "(encode + write), the bound from the engine writing each batch on the encoder's thread):", ""]
+    lines += _table(["read + decode", "classify (empty/constant test)", "preprocess", "write (SQLite)",
+                     "encode (1 thread)", "encode (default threads, wall)", "CPU-bound efficiency ceiling",
+                     "bound from writing on the encoder's thread"],
+                    [[costs["read_decode_ms"], costs["classify_ms"], costs["preprocess_ms"], costs.get("write_ms"),
+                      costs["encode_1thread_ms"], costs["encode_ms"], costs["efficiency_ceiling_cpu_bound"],
+                      costs.get("efficiency_bound_serial_writer")]])
     defaults = fig["defaults"]
     lines += [f"Encoder share of the indexing wall time: {_fmt(costs.get('encode_share_in_pipeline'))}. Engine "
               f"defaults used: batch {defaults['batch_size']}, {defaults['readers']} reader threads, provider "
@@ -162,6 +165,14 @@ def _search(fig: dict) -> list[str]:
                         [[r["ef_search"], r["recall_at_10"], r.get("recall_at_10_by_query", {}).get("image"),
                           r.get("recall_at_10_by_query", {}).get("text"), r["p50_ms"], r.get("p95_ms")]
                          for r in top["ef_sweep"]])
+    variants = fig.get("hnsw_variants")
+    if variants:
+        lines += [f"HNSW with other graph parameters at {variants['tiles']:,} tiles:", ""]
+        lines += _table(["M", "efConstruction", "build s", "efSearch", "recall@10", "image queries", "text queries",
+                         "p50 ms", "p95 ms"],
+                        [[v["hnsw_m"], v["ef_construction"], v["build_s"], r["ef_search"], r["recall_at_10"],
+                          r["recall_at_10_by_query"].get("image"), r["recall_at_10_by_query"].get("text"), r["p50_ms"],
+                          r["p95_ms"]] for v in variants["variants"] for r in v["ef_sweep"]])
     if fig.get("exact_latency_sweep"):
         lines += ["Exact search latency by size (one query at a time, one faiss thread):", ""]
         lines += _table(["tiles", "p50 ms", "p95 ms", "p50 ms, faiss default threads", "p95 ms, faiss default threads"],

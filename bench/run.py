@@ -61,6 +61,7 @@ class Preset:
     image_queries: int = 100
     text_queries: int = 100
     search_budget_s: float = 3.0  # per latency measurement
+    hnsw_variants: list[tuple[int, int]] = field(default_factory=list)  # (M, efConstruction) at the largest size
 
 
 PRESETS: dict[str, Preset] = {
@@ -81,7 +82,7 @@ PRESETS: dict[str, Preset] = {
                    gdal_variant=True, encoder_rounds=3, encoder_seconds=3.0, encoder_extra=True, stage_tiles=256,
                    script_max_tiles=400, script_max_seconds=20.0, search_sizes=[10_000, 100_000, 1_000_000],
                    flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
-                   search_budget_s=5.0),
+                   search_budget_s=5.0, hnsw_variants=[(64, 200)]),
 }
 
 
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         run["figures"]["search"] = _timed(run, "search", lambda: search.run(
             model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state),
             args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
-            preset.search_budget_s, scenes=state.get("scenes")))
+            preset.search_budget_s, scenes=state.get("scenes"), hnsw_variants=preset.hnsw_variants))
     run["load_average_end"] = load_average()
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)

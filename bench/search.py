@@ -19,7 +19,8 @@ search. For each size (and for the real vectors alone): the exact index and the 
 which one the engine picks, and an ``efSearch`` sweep of the approximate index. The end-to-end
 text query (tokenise + text encoder + search on the engine's pick at the largest size) is timed
 per caption, with the engine's default ONNX Runtime threads and with one thread. An exact-search
-latency sweep over more sizes locates the switch-over size.
+latency sweep over more sizes locates the switch-over size; optionally (``--full``) HNSW graphs
+with other parameters are built at the largest size, to see what reaching the recall target costs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ K = 10
 EXPAND_NEIGHBOURS = 10
 EXPAND_NOISE = 0.25
 EF_SWEEP = (16, 32, 64, 128, 256, 512, 1024, 2048)
+VARIANT_EF = (128, 512, 2048)
 LATENCY_TARGET_MS = 10.0
 RECALL_TARGET = 0.95
 QUERY_TARGET_MS = 50.0
@@ -168,7 +170,33 @@ def _measure_size(vectors: np.ndarray, queries: dict[str, np.ndarray], budget_s:
                         "recall_at_10_by_query": recalls},
         "ef_sweep": sweep,
         "_indexes": {"exact": exact, "approximate": approx},
+        "_truth": truth,
     }
+
+
+def _hnsw_variant(vectors: np.ndarray, queries: dict[str, np.ndarray], truth: np.ndarray, neighbours: int,
+                  ef_construction: int, budget_s: float) -> dict[str, Any]:
+    """HNSW with other graph parameters than the engine's, built like ``make_faiss_index`` builds it."""
+    import faiss
+
+    all_queries = np.concatenate(list(queries.values()))
+    index = faiss.IndexHNSWFlat(vectors.shape[1], neighbours, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    started = time.perf_counter()
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    build = time.perf_counter() - started
+    sweep = []
+    for ef in VARIANT_EF:
+        index.hnsw.efSearch = ef
+        _, found = index.search(all_queries, K)
+        by_kind, offset = {}, 0
+        for kind, block in queries.items():
+            by_kind[kind] = _recall(found[offset : offset + len(block)], truth[offset : offset + len(block)])
+            offset += len(block)
+        times = _latencies(index, all_queries, budget_s / 4)
+        sweep.append({"ef_search": ef, "recall_at_10": _recall(found, truth), "recall_at_10_by_query": by_kind,
+                      "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)})
+    return {"hnsw_m": neighbours, "ef_construction": ef_construction, "build_s": round(build, 1), "ef_sweep": sweep}
 
 
 def _query_latency(model, captions: list[str], index) -> dict[str, Any]:
@@ -192,7 +220,7 @@ def _query_latency(model, captions: list[str], index) -> dict[str, Any]:
 
 def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_sizes: list[int],
         n_image_queries: int, n_text_queries: int, budget_s: float, seed: int = 1,
-        scenes: list | None = None) -> dict[str, Any]:
+        scenes: list | None = None, hnsw_variants: list[tuple[int, int]] | None = None) -> dict[str, Any]:
     import faiss
 
     from rs_text_search.core.index import APPROXIMATE_MIN_TILES, HNSW_EF_CONSTRUCTION, HNSW_NEIGHBOURS
@@ -217,14 +245,18 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, sizes: list[int], flat_
         "faiss_threads": faiss.omp_get_max_threads(),
         "sizes": [],
     }
-    last_indexes = None
+    last_indexes, last_vectors = None, None
     for size in sorted(set(sizes) | {len(base)}):  # plus the real vectors alone, free of the expansion
         # Nested sets: the first ``size`` rows of the largest set (real vectors first, then expansion).
         measured = _measure_size(largest[:size] if size > len(base) else expand(base, size, seed), queries,
                                  budget_s)
         measured["real_only"] = size <= len(base)
-        last_indexes = measured.pop("_indexes")
+        last_indexes, last_truth = measured.pop("_indexes"), measured.pop("_truth")
+        last_vectors = largest[:size] if size > len(base) else None
         result["sizes"].append(measured)
+    if hnsw_variants and last_vectors is not None:
+        result["hnsw_variants"] = {"tiles": len(last_vectors), "variants": [
+            _hnsw_variant(last_vectors, queries, last_truth, m, efc, budget_s) for m, efc in hnsw_variants]}
     flat = []
     for size in sorted(flat_sizes):
         index = faiss.IndexFlatIP(largest.shape[1])
