@@ -93,16 +93,15 @@ def _memory(fig: dict) -> list[str]:
            f"{_n(runs['large_default_cache']['rss_after_model_load_mib'])} MiB of it is the loaded model."]
     if "large_gdal_cache_64mb" in runs:
         out.append(f"With GDAL_CACHEMAX=64 MB (what the command line sets): {pair('gdal_cache_64mb')}.")
-    if "large_gdal_cache_64mb_proposed" in runs:
-        a, b = runs["large_gdal_cache_64mb"], runs["large_gdal_cache_64mb_proposed"]
-        extra_tiles = a["tiles_total"] - runs["small_gdal_cache_64mb"]["tiles_total"]
-        grown = a["peak_rss_mib"] - runs["small_gdal_cache_64mb"]["peak_rss_mib"]
-        grown_proposed = b["peak_rss_mib"] - runs["small_gdal_cache_64mb_proposed"]["peak_rss_mib"]
-        per_tile = grown * 1024 / max(extra_tiles, 1)
-        per_tile_proposed = grown_proposed * 1024 / max(extra_tiles, 1)
-        out.append(f"What still grows with the raster is the index: {_n(per_tile, 2)} KiB of peak per extra tile with "
-                   f"the engine's finalize, {_n(per_tile_proposed, 2)} KiB with the proposed streaming finalize: "
-                   f"{pair('gdal_cache_64mb_proposed')}.")
+    cached = runs.get("large_gdal_cache_64mb")
+    small = runs.get("small_gdal_cache_64mb")
+    if cached and small and cached.get("peak_rss_before_finalize_mib"):
+        extra_tiles = max(cached["tiles_total"] - small["tiles_total"], 1)
+        grown = (cached["peak_rss_mib"] - small["peak_rss_mib"]) * 1024 / extra_tiles
+        before = (cached["peak_rss_before_finalize_mib"] - small["peak_rss_before_finalize_mib"]) * 1024 / extra_tiles
+        out.append(f"What still grows with the raster is per tile: {_n(grown, 2)} KiB of peak RSS per extra tile "
+                   f"({_n(before, 2)} KiB of it reached before finalize builds the faiss index), against "
+                   f"{_n(fig.get('embedding_kib'), 2)} KiB for the embedding itself.")
     return out
 
 

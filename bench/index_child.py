@@ -43,12 +43,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from rs_text_search.core.index import TileIndex
     from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, DEFAULT_READERS, build_index
     from rs_text_search.core.model import load_model
     from rs_text_search.core.sources import RasterioSource
 
     from .common import current_rss_mib, peak_rss_mib
 
+    finalize = TileIndex.finalize
+    before_finalize: dict[str, float | None] = {}
+
+    def finalize_and_record(self) -> None:  # where the peak happens: indexing or building the faiss index
+        before_finalize.update(peak_rss_mib=peak_rss_mib(), rss_mib=current_rss_mib())
+        finalize(self)
+
+    TileIndex.finalize = finalize_and_record
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     readers = args.readers or DEFAULT_READERS
     model = load_model(args.model, provider="auto", threads=args.threads or None)
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_model_load_mib": rss_after_load,
         "peak_rss_after_model_load_mib": peak_after_load,
         "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_before_finalize_mib": before_finalize.get("peak_rss_mib"),
+        "rss_before_finalize_mib": before_finalize.get("rss_mib"),
         "index_type": index.meta.get("index_type"),
     }
     print(json.dumps(report))

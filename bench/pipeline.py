@@ -184,7 +184,7 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], wor
     if gdal_variant:  # the command line's setting (cli.py), set in-process
         for name, path in (("large", large_path), ("small", small_path)):
             runs[f"{name}_gdal_cache_64mb"] = index_in_child(path, model_dir, work, gdal_cache_mb=SMALL_GDAL_CACHE_MB)
-    return pipeline, _memory(large_info, small_info, runs)
+    return pipeline, _memory(large_info, small_info, runs, models["default"].embed_dim)
 
 
 def add_interleaved(pipeline: dict[str, Any], block: dict[str, Any]) -> None:
@@ -206,7 +206,7 @@ def add_interleaved(pipeline: dict[str, Any], block: dict[str, Any]) -> None:
                                           None if value is None else value >= EFFICIENCY_TARGET))
 
 
-def _memory(large_info: dict, small_info: dict, runs: dict[str, dict]) -> dict[str, Any]:
+def _memory(large_info: dict, small_info: dict, runs: dict[str, dict], embed_dim: int) -> dict[str, Any]:
     run_large, run_small = runs["large_default_cache"], runs["small_default_cache"]
     flat = ratio(run_large["peak_rss_mib"], run_small["peak_rss_mib"])
     over_raw = ratio(run_large["peak_rss_mib"], large_info["uncompressed_mib"])
@@ -214,11 +214,12 @@ def _memory(large_info: dict, small_info: dict, runs: dict[str, dict]) -> dict[s
         "large_raster": large_info,
         "small_raster": small_info,
         "runs": {name: {k: r.get(k) for k in ("peak_rss_mib", "rss_after_model_load_mib",
-                                              "peak_rss_after_model_load_mib", "tiles_total", "tiles_per_s",
-                                              "gdal_cachemax", "proposed")}
+                                              "peak_rss_after_model_load_mib", "peak_rss_before_finalize_mib",
+                                              "tiles_total", "tiles_per_s", "gdal_cachemax", "proposed")}
                  for name, r in runs.items()},
         "peak_ratio_large_over_small": flat,
         "peak_over_uncompressed": over_raw,
+        "embedding_kib": round(embed_dim * 4 / 1024, 3),
         "targets": [
             target("peak RSS large / small, GDAL's default cache (library use)", flat, f"<= {MEMORY_FLAT_TARGET}",
                    None if flat is None else flat <= MEMORY_FLAT_TARGET),
