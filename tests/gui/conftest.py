@@ -37,7 +37,7 @@ TEST_TILE_PX = 64  # tiles of 64 raster pixels, read at the tiny model's 32 px: 
 
 
 @pytest.fixture(scope="session")
-def qgis_app(tmp_path_factory: pytest.TempPathFactory) -> QgsApplication:
+def qgis_app(tmp_path_factory: pytest.TempPathFactory):
     """The one QgsApplication of the session, with Processing initialised."""
     config = tmp_path_factory.mktemp("qgis_profile")
     os.environ["QGIS_CUSTOM_CONFIG_PATH"] = str(config)
@@ -55,7 +55,13 @@ def qgis_app(tmp_path_factory: pytest.TempPathFactory) -> QgsApplication:
     from processing.core.Processing import Processing
 
     Processing.initialize()
-    return app
+    yield app
+    # QGIS keeps coordinate transforms in a static cache; left for the C++ exit handlers, their
+    # destructors call into PROJ after PROJ is gone and the interpreter dies with SIGSEGV after
+    # every test passed. exitQgis() empties the caches while everything is still alive.
+    QgsProject.instance().clear()
+    flush_deletes()
+    app.exitQgis()
 
 
 @pytest.fixture(scope="session")
