@@ -121,4 +121,4 @@ def torch_image_tower(model_dir: Path):
         from training.onnx_export import ImageTower
     except ImportError as exc:
         return None, f"torch/open_clip are not installed ({exc})"
-    return ImageTower(build_model(config, load_hf_weights=False)).eval(), None
+    return ImageTower(build_model(config, load_pretrained_parts=False)).eval(), None

@@ -40,7 +40,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, d
         raise ValueError(f"cannot read checkpoint '{path}': {exc}") from exc
     if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "model" not in checkpoint:
         raise ValueError(f"'{path}' is not a training.fit checkpoint (no model_config/model entries)")
-    model = build_model(checkpoint["model_config"], load_hf_weights=False)
+    model = build_model(checkpoint["model_config"], load_pretrained_parts=False)
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), checkpoint
 

