@@ -48,8 +48,7 @@ def _pipeline(fig: dict) -> list[str]:
            f"{_n(costs.get('write_ms'), 2)} ms of CPU, against "
            f"{_n(costs['encode_1thread_ms'], 2)} ms to encode on one thread: with every stage on the same cores (and "
            f"an encoder that scaled perfectly with threads) the efficiency could not exceed "
-           f"{_n(costs['efficiency_ceiling_cpu_bound'], 2)}; writing on the encoder's thread alone bounds it at "
-           f"{_n(costs.get('efficiency_bound_serial_writer'), 2)}."]
+           f"{_n(costs['efficiency_ceiling_cpu_bound'], 2)}."]
     sweep = fig.get("sweep")
     if sweep:
         cases = sweep["cases"]

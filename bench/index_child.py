@@ -5,8 +5,7 @@ records its resident memory, runs ``build_index`` (readers -> ONNX encoder -> SQ
 faiss) into a fresh cache folder, and prints one JSON line: tiles, seconds, tiles/s, the time
 spent in the encoder, and ``VmHWM`` (peak RSS) from ``/proc/self/status``. Running it in a fresh
 process makes the peak belong to this one indexing run only. ``--save-vectors`` writes the
-embeddings (``.npy``) for the search figure; ``--proposed`` first patches in the changes of
-:mod:`bench.proposals`, to measure indexing as it would be with them.
+embeddings (``.npy``) for the search figure.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=0, help="0: the engine's DEFAULT_READERS")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
-    parser.add_argument("--proposed", action="store_true", help="patch in bench.proposals (writer thread)")
     parser.add_argument("--gdal-cache-mb", type=int, default=0,
                         help="limit GDAL's block cache in-process, as the command line does (0: GDAL's default)")
     args = parser.parse_args(argv)
@@ -36,10 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         from rasterio.env import set_gdal_config
 
         set_gdal_config("GDAL_CACHEMAX", args.gdal_cache_mb)  # megabytes; applies to every thread
-    if args.proposed:
-        from .proposals import install
-
-        install()
 
     import numpy as np
 
@@ -77,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         "readers": readers,
         "ort_threads": args.threads or None,
         "gdal_cachemax": args.gdal_cache_mb or os.environ.get("GDAL_CACHEMAX"),
-        "proposed": args.proposed,
         "tiles_total": stats.tiles_total,
         "tiles_embedded": stats.tiles_embedded,
         "tiles_skipped": stats.tiles_skipped_nodata + stats.tiles_skipped_constant,

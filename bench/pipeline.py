@@ -8,7 +8,7 @@ same ONNX Runtime settings). It is measured twice:
 - on the large raster, the encoder timed just before and just after the (minutes-long) run;
   other processes' load can drift in between, so this number is only as steady as the machine;
 - on the medium raster of :mod:`bench.sweep`, in interleaved rounds with the encoder timed just
-  before each run (median over rounds), together with other settings and the proposals.
+  before each run (median over rounds), together with other settings.
 
 The single-threaded cost of each stage per tile is measured beside it, to say where the time goes.
 
@@ -75,9 +75,10 @@ def _sample_tiles(source, model, count: int) -> list:
 
 
 def _write_ms(source, model, tiles: list, work: Path) -> float:
-    """ms per tile of the engine's SQLite writer (bounds, lon/lat corners, one transaction per batch)."""
+    """ms per tile of the engine's catalog rows (bounds, lon/lat corners; calling thread) and their SQLite
+    transaction (writer thread), one batch at a time."""
     from rs_text_search.core.index import STATUS, TileIndex
-    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, _Batch, _new_meta, _write_batch
+    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, _Batch, _batch_rows, _new_meta, _write_rows
 
     folder = Path(tempfile.mkdtemp(prefix="write-", dir=work))
     try:
@@ -90,7 +91,7 @@ def _write_ms(source, model, tiles: list, work: Path) -> float:
             if number == 1 or len(batches) == 1:
                 started = time.perf_counter()
             status = [STATUS["embedded"]] * len(chunk)
-            _write_batch(db, index, source, _Batch(chunk, status, np.zeros(0)), vectors[: len(chunk)])
+            _write_rows(db, _batch_rows(source, _Batch(chunk, status, np.zeros(0)), vectors[: len(chunk)]))
         seconds = time.perf_counter() - started
         db.close()
     finally:
@@ -164,8 +165,6 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], wor
     encoder = round((before + after) / 2, 2)
     costs["encode_ms"] = round(1000 / encoder, 3)
     costs["encode_share_in_pipeline"] = ratio(run_large["seconds_encoding"], run_large["seconds"])
-    # The engine writes each batch on the encoder's thread: the encoder idles for the write.
-    costs["efficiency_bound_serial_writer"] = ratio(costs["encode_ms"], costs["encode_ms"] + costs["write_ms"])
     efficiency = ratio(run_large["tiles_per_s"], encoder)
     pipeline = {
         "raster": large_info,
@@ -215,7 +214,7 @@ def _memory(large_info: dict, small_info: dict, runs: dict[str, dict], embed_dim
         "small_raster": small_info,
         "runs": {name: {k: r.get(k) for k in ("peak_rss_mib", "rss_after_model_load_mib",
                                               "peak_rss_after_model_load_mib", "peak_rss_before_finalize_mib",
-                                              "tiles_total", "tiles_per_s", "gdal_cachemax", "proposed")}
+                                              "tiles_total", "tiles_per_s", "gdal_cachemax")}
                  for name, r in runs.items()},
         "peak_ratio_large_over_small": flat,
         "peak_over_uncompressed": over_raw,

@@ -83,14 +83,12 @@ def _pipeline(fig: dict) -> list[str]:
     costs = fig["stage_costs_single_thread"]
     lines += ["Where a tile's CPU time goes (ms per tile, one thread, consecutive tiles as the pipeline reads them; "
               "the ceiling is encode / (encode + the other stages), the best efficiency possible when all stages "
-              "share the same cores and the encoder scales perfectly with threads; the last column is encode / "
-              "(encode + write), the bound from the engine writing each batch on the encoder's thread):", ""]
+              "share the same cores and the encoder scales perfectly with threads; SQLite writes run on their own "
+              "thread):", ""]
     lines += _table(["read + decode", "classify (empty/constant test)", "preprocess", "write (SQLite)",
-                     "encode (1 thread)", "encode (default threads, wall)", "CPU-bound efficiency ceiling",
-                     "bound from writing on the encoder's thread"],
+                     "encode (1 thread)", "encode (default threads, wall)", "CPU-bound efficiency ceiling"],
                     [[costs["read_decode_ms"], costs["classify_ms"], costs["preprocess_ms"], costs.get("write_ms"),
-                      costs["encode_1thread_ms"], costs["encode_ms"], costs["efficiency_ceiling_cpu_bound"],
-                      costs.get("efficiency_bound_serial_writer")]])
+                      costs["encode_1thread_ms"], costs["encode_ms"], costs["efficiency_ceiling_cpu_bound"]]])
     defaults = fig["defaults"]
     lines += [f"Encoder share of the indexing wall time: {_fmt(costs.get('encode_share_in_pipeline'))}. Engine "
               f"defaults used: batch {defaults['batch_size']}, {defaults['readers']} reader threads, provider "

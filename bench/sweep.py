@@ -6,8 +6,7 @@ figures 2 and 3 is made in rounds over the same medium raster: in each round eve
 in a fixed order, and the figures use per-case medians over the rounds.
 
 - engine cases: ``build_index`` in a child process (:mod:`bench.index_child`) with the engine's
-  defaults or another setting (reader threads, ONNX Runtime intra-op threads, batch size, the
-  writer thread proposed in :mod:`bench.proposals`); the
+  defaults or another setting (reader threads, ONNX Runtime intra-op threads, batch size); the
   in-memory encoder with the same ONNX Runtime setting and batch size is timed just before each
   run, and the run's efficiency is taken against it;
 - script cases: the obvious user script (:mod:`bench.script`), per tile and batched, with torch's
@@ -30,8 +29,7 @@ ENGINE_SETTINGS: list[dict[str, Any]] = [
     {"readers": 1},
     {"threads": 1},
     {"batch_size": 64},
-    {"proposed": True},  # bench.proposals: SQLite writes on their own thread
-    {"proposed": True, "readers": 1},
+    {"batch_size": 16},
 ]
 SCRIPT_VARIANTS = ("per_tile", "per_tile_1thread", "batched", "batched_1thread")
 

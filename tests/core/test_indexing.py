@@ -84,10 +84,32 @@ def test_cancel_keeps_finished_batches_and_resume_completes(tmp_path, cache, tin
     with open_raster(path) as source:
         index, stats = build_index(source, tiny_model, batch_size=2, progress=lambda d, t: seen.append((d, t)))
     assert stats.tiles_done_before == 4 and stats.tiles_embedded == 11
-    assert seen[0] == (6, 12) and seen[-1] == (12, 12)
+    done = [d for d, _ in seen]  # reported as the writer thread commits batches: growing, ending at all 12
+    assert done == sorted(set(done)) and done[0] > 4 and seen[-1] == (12, 12) and {t for _, t in seen} == {12}
     with open_raster(path) as source:
         fresh, _ = build_index(source, tiny_model, root=tmp_path / "other-cache")
     np.testing.assert_allclose(index.vectors(list(range(6))), fresh.vectors(list(range(6))), atol=1e-6)
+
+
+def test_a_failed_write_stops_indexing_and_keeps_the_batches_before_it(tmp_path, cache, tiny_model, monkeypatch):
+    import rs_text_search.core.indexing as indexing
+
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    real_write, writes = indexing._write_rows, []
+
+    def failing_write(*args):
+        writes.append(1)
+        if len(writes) == 3:
+            raise OSError("disk full")
+        real_write(*args)
+
+    monkeypatch.setattr(indexing, "_write_rows", failing_write)
+    with open_raster(path) as source, pytest.raises(OSError, match="disk full"):
+        build_index(source, tiny_model, batch_size=2, readers=1)
+    (folder,) = (cache / "indexes").iterdir()
+    with sqlite3.connect(folder / "catalog.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0] == 4  # the two batches before the failure
+    assert not TileIndex.open(folder).complete
 
 
 def test_all_nodata_raster_is_refused_and_leaves_nothing(tmp_path, cache, tiny_model):
