@@ -214,7 +214,11 @@ def _run_section(mode: str, run: dict) -> list[str]:
              f"{preset.get('medium_px', 0):,} px (interleaved rounds), square; search at "
              + ", ".join(f"{s:,}" for s in preset["search_sizes"]) + " tiles",
              f"- **Took:** {run['seconds_total']:,} s ("
-             + ", ".join(f"{k} {v} s" for k, v in run["seconds_per_figure"].items()) + ")", ""]
+             + ", ".join(f"{k} {v} s" for k, v in run["seconds_per_figure"].items()) + ")"]
+    lines += [f"- **Kept from an earlier run of this mode** (`--figures` re-measured only the others): {name}, "
+              f"measured {origin['date']} at commit `{(origin.get('commit') or 'unknown')[:12]}`"
+              for name, origin in run.get("figures_from_earlier", {}).items()]
+    lines += [""]
     summary = []
     for name in FIGURE_TITLES:
         for t in run["figures"].get(name, {}).get("targets", []):

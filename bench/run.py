@@ -82,7 +82,7 @@ PRESETS: dict[str, Preset] = {
                    gdal_variant=True, encoder_rounds=3, encoder_seconds=3.0, encoder_extra=True, stage_tiles=256,
                    script_max_tiles=400, script_max_seconds=20.0, search_sizes=[10_000, 100_000, 1_000_000],
                    flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
-                   search_budget_s=5.0, hnsw_variants=[(64, 200)]),
+                   search_budget_s=5.0, hnsw_variants=[(32, 80)]),
 }
 
 
@@ -125,6 +125,21 @@ def _load_results(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError, AttributeError):
         pass
     return {"schema_version": RESULTS_SCHEMA_VERSION, "runs": {}}
+
+
+def _keep_earlier_figures(run: dict[str, Any], earlier: dict[str, Any] | None) -> None:
+    """A run of some figures (``--figures``) keeps the other figures of the mode's previous run, saying so."""
+    if not earlier or earlier.get("bench_version") != run["bench_version"]:
+        return
+    kept = {}
+    for name, figure in earlier.get("figures", {}).items():
+        if name not in run["figures"] and figure is not None:
+            run["figures"][name] = figure
+            origin = earlier.get("figures_from_earlier", {}).get(name) or {"date": earlier["date"],
+                                                                           "commit": earlier["git"].get("commit")}
+            kept[name] = origin
+    if kept:
+        run["figures_from_earlier"] = kept
 
 
 def _timed(run: dict, name: str, work) -> Any:
@@ -216,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)
     results = _load_results(args.results)
+    _keep_earlier_figures(run, results["runs"].get(args.mode))
     results["runs"][args.mode] = run
     atomic_write_json(args.results, results)
     from .report import render

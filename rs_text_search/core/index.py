@@ -29,12 +29,14 @@ __all__ = ["TileIndex", "TileRecord", "STATUS", "APPROXIMATE_MIN_TILES", "list_i
 
 META_VERSION = 1
 APPROXIMATE_MIN_TILES = 200_000
-HNSW_NEIGHBOURS = 32
-HNSW_EF_CONSTRUCTION = 80
-# efSearch 512, not 128: text queries sit outside the image-embedding cloud (the modality gap),
-# and the graph walk needs a wider beam to reach them. Measured in bench/results.json (run "full",
-# HNSW M32): recall@10 of text queries 0.94 vs 0.91 at 100k tiles and 0.79 vs 0.63 at 1M, for
-# 0.66 / 1.07 ms p50 instead of 0.20 / 0.30 ms. Image queries are at 0.99-1.0 either way.
+# HNSW M=64, efConstruction=200, efSearch=512, chosen in the full benchmark run at 1,000,000 tiles of
+# the bundled model's embeddings (BENCHMARKS.md, figure 5): recall@10 0.96 (text queries 0.96) at
+# 1.39 ms p50, against 0.93 (text 0.91) at 1.24 ms for M=32/efConstruction=80, whose efSearch 1024
+# reaches only 0.95 (text 0.94) at 2.56 ms. Text queries sit outside the image-embedding cloud (the
+# modality gap), which is what the wider graph and beam pay for; the price is a 2.5x longer build
+# (400 s against 158 s at 1M, a few % of indexing that many tiles) and 256 more bytes per tile.
+HNSW_NEIGHBOURS = 64
+HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 512
 FINALIZE_CHUNK_TILES = 8192
 STATUS = {"embedded": 1, "nodata": 2, "constant": 3}
