@@ -261,8 +261,13 @@ def _inputs(args: argparse.Namespace, preset: Preset, model_dir: Path) -> dict[s
 
 
 def _real_vectors(path: Path, from_pipeline: bool, model_dir: Path, args, state: dict) -> np.ndarray:
-    """The large indexing run's embeddings, or (without that run) embeddings of augmented scene tiles."""
-    if from_pipeline and path.is_file():
+    """The large indexing run's embeddings, or (without that run) embeddings of augmented scene tiles.
+
+    A ``--figures search`` run reuses the embeddings of the mode's previous large indexing run when
+    the file still holds them (same model, same tile count), so its search figure measures the
+    same vectors as the pipeline figure it keeps.
+    """
+    if path.is_file() and (from_pipeline or _saved_by_previous_run(path, model_dir, args)):
         return np.load(path)
     from rs_text_search.core.model import load_model
 
@@ -271,6 +276,14 @@ def _real_vectors(path: Path, from_pipeline: bool, model_dir: Path, args, state:
     model = load_model(model_dir, provider="auto")
     scenes = state.get("scenes") or load_scenes(args.shared)
     return model.embed_images(augmented_tiles(scenes, 2048, model.image_size, seed=11))
+
+
+def _saved_by_previous_run(path: Path, model_dir: Path, args) -> bool:
+    earlier = _load_results(args.results)["runs"].get(args.mode) or {}
+    indexing = (earlier.get("figures", {}).get("pipeline") or {}).get("indexing") or {}
+    same_model = (earlier.get("model") or {}).get("directory") == str(model_dir)
+    rows = np.load(path, mmap_mode="r").shape[0]
+    return same_model and indexing.get("tiles_embedded") == rows
 
 
 if __name__ == "__main__":
