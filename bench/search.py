@@ -120,6 +120,15 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return round(float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth)])), 4)
 
 
+def _recall_by_kind(found: np.ndarray, truth: np.ndarray, queries: dict[str, np.ndarray]) -> dict[str, float]:
+    """recall@10 per query kind; ``found`` and ``truth`` hold the kinds' queries in ``queries`` order."""
+    by_kind, offset = {}, 0
+    for kind, block in queries.items():
+        by_kind[kind] = _recall(found[offset : offset + len(block)], truth[offset : offset + len(block)])
+        offset += len(block)
+    return by_kind
+
+
 def _measure_size(vectors: np.ndarray, queries: dict[str, np.ndarray], budget_s: float) -> dict[str, Any]:
     from rs_text_search.core.index import APPROXIMATE_MIN_TILES, make_faiss_index
 
@@ -137,19 +146,13 @@ def _measure_size(vectors: np.ndarray, queries: dict[str, np.ndarray], budget_s:
     approx_times = _latencies(approx, all_queries, budget_s)
     approx_default = _latencies(approx, all_queries, budget_s, threads=None)
     _, found = approx.search(all_queries, K)
-    recalls, offset = {}, 0
-    for kind, block in queries.items():
-        recalls[kind] = _recall(found[offset : offset + len(block)], truth[offset : offset + len(block)])
-        offset += len(block)
+    recalls = _recall_by_kind(found, truth, queries)
     sweep = []
     for ef in EF_SWEEP:
         approx.hnsw.efSearch = ef
         _, found_ef = approx.search(all_queries, K)
         times = _latencies(approx, all_queries, budget_s / 4)
-        by_kind, offset = {}, 0
-        for kind, block in queries.items():
-            by_kind[kind] = _recall(found_ef[offset : offset + len(block)], truth[offset : offset + len(block)])
-            offset += len(block)
+        by_kind = _recall_by_kind(found_ef, truth, queries)
         sweep.append({"ef_search": ef, "recall_at_10": _recall(found_ef, truth), "recall_at_10_by_query": by_kind,
                       "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)})
     approx.hnsw.efSearch = default_ef
@@ -189,10 +192,7 @@ def _hnsw_variant(vectors: np.ndarray, queries: dict[str, np.ndarray], truth: np
     for ef in VARIANT_EF:
         index.hnsw.efSearch = ef
         _, found = index.search(all_queries, K)
-        by_kind, offset = {}, 0
-        for kind, block in queries.items():
-            by_kind[kind] = _recall(found[offset : offset + len(block)], truth[offset : offset + len(block)])
-            offset += len(block)
+        by_kind = _recall_by_kind(found, truth, queries)
         times = _latencies(index, all_queries, budget_s / 4)
         sweep.append({"ef_search": ef, "recall_at_10": _recall(found, truth), "recall_at_10_by_query": by_kind,
                       "p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)})
