@@ -87,17 +87,18 @@ def _memory(fig: dict) -> list[str]:
         return (f"{_n(a['peak_rss_mib'])} and {_n(b['peak_rss_mib'])} MiB (x{_n(growth, 2)}; "
                 f"{_n(a['tiles_per_s'])} tiles/s on the large raster)")
 
-    out = [f"Memory: peak RSS for the {large:,} px and {small:,} px rasters with GDAL's default block cache "
-           f"(5% of RAM): {pair('default_cache')}; "
-           f"{_n(runs['large_default_cache']['rss_after_model_load_mib'])} MiB of it is the loaded model."]
-    if "large_gdal_cache_64mb" in runs:
-        out.append(f"With GDAL_CACHEMAX=64 MB (what the command line sets): {pair('gdal_cache_64mb')}.")
-    cached = runs.get("large_gdal_cache_64mb")
-    small = runs.get("small_gdal_cache_64mb")
-    if cached and small and cached.get("peak_rss_before_finalize_mib"):
-        extra_tiles = max(cached["tiles_total"] - small["tiles_total"], 1)
-        grown = (cached["peak_rss_mib"] - small["peak_rss_mib"]) * 1024 / extra_tiles
-        before = (cached["peak_rss_before_finalize_mib"] - small["peak_rss_before_finalize_mib"]) * 1024 / extra_tiles
+    engine = runs["large_engine"]
+    out = [f"Memory: peak RSS for the {large:,} px and {small:,} px rasters as the engine runs "
+           f"(GDAL's block cache limited to {engine['gdal_cachemax']}): {pair('engine')}; "
+           f"{_n(engine['rss_after_model_load_mib'])} MiB of it is the loaded model."]
+    if "large_gdal_default_cache" in runs:
+        out.append(f"With GDAL's own default block cache (GDAL_CACHEMAX=5%, 5 % of RAM): {pair('gdal_default_cache')}.")
+    small_run = runs["small_engine"]
+    if engine.get("peak_rss_before_finalize_mib") and small_run.get("peak_rss_before_finalize_mib"):
+        extra_tiles = max(engine["tiles_total"] - small_run["tiles_total"], 1)
+        grown = (engine["peak_rss_mib"] - small_run["peak_rss_mib"]) * 1024 / extra_tiles
+        before = engine["peak_rss_before_finalize_mib"] - small_run["peak_rss_before_finalize_mib"]
+        before = before * 1024 / extra_tiles
         out.append(f"What still grows with the raster is per tile: {_n(grown, 2)} KiB of peak RSS per extra tile "
                    f"({_n(before, 2)} KiB of it reached before finalize builds the faiss index), against "
                    f"{_n(fig.get('embedding_kib'), 2)} KiB for the embedding itself.")

@@ -23,22 +23,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raster", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--root", required=True, help="cache root for the index (should be empty)")
-    parser.add_argument("--batch-size", type=int, default=0, help="0: the engine's DEFAULT_BATCH_SIZE")
+    parser.add_argument("--batch-size", type=int, default=0, help="0: the engine's default for the provider")
     parser.add_argument("--readers", type=int, default=0, help="0: the engine's DEFAULT_READERS")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
-    parser.add_argument("--gdal-cache-mb", type=int, default=0,
-                        help="limit GDAL's block cache in-process, as the command line does (0: GDAL's default)")
+    parser.add_argument("--gdal-cachemax", default=None,
+                        help="GDAL_CACHEMAX as a user would set it (e.g. 5%%, GDAL's own default); "
+                             "unset: the engine limits the block cache (core.sources.limit_block_cache)")
     args = parser.parse_args(argv)
-    if args.gdal_cache_mb:
-        from rasterio.env import set_gdal_config
-
-        set_gdal_config("GDAL_CACHEMAX", args.gdal_cache_mb)  # megabytes; applies to every thread
+    if args.gdal_cachemax:
+        os.environ["GDAL_CACHEMAX"] = args.gdal_cachemax  # before GDAL loads, as from a shell
 
     import numpy as np
 
     from rs_text_search.core.index import TileIndex
-    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE, DEFAULT_READERS, build_index
+    from rs_text_search.core.indexing import DEFAULT_READERS, build_index
     from rs_text_search.core.model import load_model
     from rs_text_search.core.sources import RasterioSource
 
@@ -52,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         finalize(self)
 
     TileIndex.finalize = finalize_and_record
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     readers = args.readers or DEFAULT_READERS
-    model = load_model(args.model, provider="auto", threads=args.threads or None)
+    model = load_model(args.model, provider="auto", threads=args.threads or None, batch_size=args.batch_size or None)
+    batch_size = model.batch_size
     rss_after_load = current_rss_mib()
     peak_after_load = peak_rss_mib()
     started = time.perf_counter()
     with RasterioSource(args.raster) as source:
+        block_cache_mb = source.block_cache_mb
         index, stats = build_index(source, model, root=Path(args.root), batch_size=batch_size, readers=readers)
     wall = time.perf_counter() - started
     if args.save_vectors:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": batch_size,
         "readers": readers,
         "ort_threads": args.threads or None,
-        "gdal_cachemax": args.gdal_cache_mb or os.environ.get("GDAL_CACHEMAX"),
+        "gdal_cachemax": args.gdal_cachemax or f"{block_cache_mb} MB (engine)",
         "tiles_total": stats.tiles_total,
         "tiles_embedded": stats.tiles_embedded,
         "tiles_skipped": stats.tiles_skipped_nodata + stats.tiles_skipped_constant,

@@ -128,10 +128,10 @@ def _memory(fig: dict) -> list[str]:
     rows = []
     for name, run in fig["runs"].items():
         raster = sizes["large" if name.startswith("large") else "small"]
-        rows.append([f"{raster['size_px']:,} px", raster["uncompressed_mib"], run["gdal_cachemax"] or "default",
+        rows.append([f"{raster['size_px']:,} px", raster["uncompressed_mib"], run["gdal_cachemax"],
                      run["tiles_total"], run["tiles_per_s"], run["rss_after_model_load_mib"],
                      run.get("peak_rss_before_finalize_mib"), run["peak_rss_mib"]])
-    return _table(["raster", "uncompressed MiB", "GDAL_CACHEMAX (MB)", "tiles", "tiles/s", "RSS after model load MiB",
+    return _table(["raster", "uncompressed MiB", "GDAL block cache", "tiles", "tiles/s", "RSS after model load MiB",
                    "peak RSS before finalize MiB", "peak RSS MiB"], rows)
 
 

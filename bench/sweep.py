@@ -29,7 +29,7 @@ ENGINE_SETTINGS: list[dict[str, Any]] = [
     {"readers": 1},
     {"threads": 1},
     {"batch_size": 64},
-    {"batch_size": 16},
+    {"batch_size": 32},
 ]
 SCRIPT_VARIANTS = ("per_tile", "per_tile_1thread", "batched", "batched_1thread")
 
@@ -66,7 +66,7 @@ def run(raster: tuple[Path, dict], model_dir: Path, work: Path, models: dict[str
         rounds: int, all_settings: bool, encoder_seconds: float, script_max_tiles: int,
         script_max_seconds: float) -> dict[str, Any]:
     """Run every case ``rounds`` times, interleaved; returns per-case rates, efficiencies and medians."""
-    from rs_text_search.core.indexing import DEFAULT_BATCH_SIZE
+    from rs_text_search.core.model import BATCH_SIZES
 
     from . import script
     from .pipeline import index_in_child
@@ -85,8 +85,9 @@ def run(raster: tuple[Path, dict], model_dir: Path, work: Path, models: dict[str
                 case = cases.setdefault(name, {"kind": "engine", "options": spec, "ort": _ort_setting(spec),
                                                "tiles_per_s": [], "encoder_tiles_per_s": [], "efficiency": [],
                                                "peak_rss_mib": []})
-                encoder = encoder_rate(models[case["ort"]], pixels, spec.get("batch_size", DEFAULT_BATCH_SIZE),
-                                       encoder_seconds)
+                model = models[case["ort"]]
+                batch = spec.get("batch_size", BATCH_SIZES[model.provider])
+                encoder = encoder_rate(model, pixels, batch, encoder_seconds)
                 result = index_in_child(path, model_dir, work, **spec)
                 case["tiles_per_s"].append(result["tiles_per_s"])
                 case["encoder_tiles_per_s"].append(encoder)

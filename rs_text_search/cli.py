@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (default: model input)")
     index.add_argument("--overlap", type=float, default=0.0, help="fraction of a tile shared by neighbours")
     index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
-    index.add_argument("--batch-size", type=int, default=32, help="tiles per encoder call")
+    index.add_argument("--batch-size", type=int, default=None,
+                       help="tiles per encoder call (default: 16 on CPU, 64 on CUDA)")
 
     query = argparse.ArgumentParser(add_help=False)
     query.add_argument("--raster", action="append", default=[], help="search only this raster (repeatable)")
@@ -164,9 +164,6 @@ def _list(args, model) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # GDAL's block cache defaults to 5 % of RAM and made peak memory grow with the raster's size;
-    # 64 MB keeps it flat at the same speed (BENCHMARKS.md figure 4). Read before rasterio loads GDAL.
-    os.environ.setdefault("GDAL_CACHEMAX", "64")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         from .core.model import load_model

@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RS_TEXT_SEARCH_CACHE", str(out / "cache"))
-    os.environ.setdefault("GDAL_CACHEMAX", "64")  # flat peak memory, as in the command line (cli.py)
     from tqdm import tqdm
 
     from .core.export import export_geopackage

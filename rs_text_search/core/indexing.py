@@ -38,11 +38,10 @@ from .model import Model
 from .sources import RasterSource
 from .tiling import GridSpec, Tile, tile_grid, window_bounds
 
-__all__ = ["build_index", "IndexingStats", "DEFAULT_BATCH_SIZE", "DEFAULT_READERS"]
+__all__ = ["build_index", "IndexingStats", "DEFAULT_READERS"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 32
 DEFAULT_READERS = 2
 WRITE_QUEUE_BATCHES = 2  # batches encoded but not yet written, at most
 CONSTANT_TOLERANCE = 1  # a tile whose valid pixels span at most this many grey levels per band is "constant"
@@ -116,15 +115,18 @@ def build_index(
     root: Path | None = None,
     progress: Progress | None = None,
     is_cancelled: Callable[[], bool] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     readers: int = DEFAULT_READERS,
 ) -> tuple[TileIndex, IndexingStats]:
     """Index every tile of ``source`` with ``model``; resumes an interrupted run of the same key.
+
+    batch_size: tiles per encoder call; None: the model's (``model.BATCH_SIZES`` for its provider).
 
     Raises ``Cancelled`` when ``is_cancelled()`` turns true (checked once per batch); what was
     finished stays in the catalog. Returns the complete index and what this run did.
     """
     grid = _grid_for(model, grid)
+    batch_size = batch_size or model.batch_size
     started = time.perf_counter()
     folder = index_folder(source, model, grid, root)
     n_rows, n_cols, tiles = tile_grid(source.width, source.height, grid)

@@ -47,6 +47,7 @@ __all__ = [
     "read_manifest",
     "file_sha256",
     "available_providers",
+    "BATCH_SIZES",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ DEFAULT_MODEL_NAME = "rs-default"
 PROVIDERS = ("auto", "cuda", "cpu")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+# Images per ONNX call, by the provider in use. CPU 16: in the benchmark's interleaved rounds the fastest
+# indexing setting (211 against 202 tiles/s at 32, 203 at 64) and the smallest ORT working set
+# (75 MiB of activations above the loaded model, 160 at 32; BENCHMARKS.md figures 2 and 4).
+# CUDA 64: not measured (no GPU on the machines the defaults were tuned on); a GPU wants larger batches.
+BATCH_SIZES = {"cpu": 16, "cuda": 64}
 
 
 def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -145,6 +151,10 @@ def _session(path: Path, provider: str, threads: int | None):
     # Idle intra-op threads would spin and steal the cores the pipeline's reader threads need
     # (BENCHMARKS.md figure 2: +27 % indexing throughput on 2 cores with spinning off).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # ORT's memory pattern pre-plans one block for every activation of a batch shape; without it the
+    # arena reuses freed blocks: 110 MiB less resident memory at batch 32 on the bundled model, at the
+    # same speed (measured side by side, BENCHMARKS.md figure 4).
+    options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads
     wanted = [_CUDA, _CPU] if provider in ("auto", "cuda") else [_CPU]
@@ -174,7 +184,7 @@ class Model:
     provider: str
     sha256: str
     image_spec: ImageSpec
-    batch_size: int = 32
+    batch_size: int = BATCH_SIZES["cpu"]
     _image_session: object = field(repr=False, default=None)
     _text_session: object = field(repr=False, default=None)
     _tokenizer: object = field(repr=False, default=None)
@@ -234,13 +244,14 @@ def load_model(
     path_or_name: str | os.PathLike | None = None,
     provider: str = "auto",
     threads: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     verify_files: bool = True,
 ) -> Model:
     """Load a model directory (or a model name, ``None`` for the default) with ONNX Runtime.
 
     provider: ``"auto"`` (CUDA when it really works, else CPU), ``"cuda"`` (error when CUDA does
     not run) or ``"cpu"``. ``Model.provider`` is the provider the image session actually uses.
+    batch_size: images per ONNX call; None: ``BATCH_SIZES`` of that provider.
     """
     if provider not in PROVIDERS:
         raise ModelError(f"Unknown execution provider '{provider}'; choose one of {', '.join(PROVIDERS)}.")
@@ -249,13 +260,14 @@ def load_model(
     image_session = _session(directory / manifest["image"].get("file", "image.onnx"), provider, threads)
     text_session = _session(directory / manifest["text"].get("file", "text.onnx"), provider, threads)
     used = image_session.get_providers()[0]
+    provider_used = {_CUDA: "cuda", _CPU: "cpu"}.get(used, used)
     return Model(
         directory=directory,
         manifest=manifest,
-        provider={_CUDA: "cuda", _CPU: "cpu"}.get(used, used),
+        provider=provider_used,
         sha256=model_sha256(manifest),
         image_spec=ImageSpec.from_manifest(manifest["image"]),
-        batch_size=batch_size,
+        batch_size=batch_size or BATCH_SIZES.get(provider_used, BATCH_SIZES["cpu"]),
         _image_session=image_session,
         _text_session=text_session,
         _tokenizer=load_tokenizer(manifest["text"]["tokenizer"], directory),

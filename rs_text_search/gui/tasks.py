@@ -80,7 +80,7 @@ class IndexTask(_Task):
 
     def __init__(self, engine: Engine, settings: PluginSettings, sources: Sequence[QgisRasterSource],
                  layers: Sequence[QgsMapLayer], on_finished: Callable[[IndexTask], None] | None = None,
-                 root: Path | None = None, batch_size: int = 32) -> None:
+                 root: Path | None = None, batch_size: int | None = None) -> None:
         names = ", ".join(f"'{s.name}'" for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
         super().__init__(f"Indexing {names} for text search", on_finished)
         self.engine, self.settings, self.sources = engine, settings, list(sources)

@@ -32,7 +32,7 @@ def test_bench_tiny_run_writes_results_and_markdown(tmp_path: Path, shared_data:
     assert run["figures"]["encoder"]["cpu"]["engine_b32"]["per_s"] > 0
     assert run["figures"]["pipeline"]["indexing"]["tiles_total"] > 0
     assert run["figures"]["pipeline"]["efficiency"] > 0
-    assert run["figures"]["memory"]["runs"]["large_default_cache"]["peak_rss_mib"] > 0
+    assert run["figures"]["memory"]["runs"]["large_engine"]["peak_rss_mib"] > 0
     assert run["figures"]["script"]["variants"]["per_tile"]["tiles_per_s_median"] > 0
     assert run["figures"]["pipeline"]["sweep"]["cases"]["engine defaults"]["efficiency_median"] > 0
     sizes = run["figures"]["search"]["sizes"]

@@ -107,3 +107,40 @@ def test_every_shared_scene_opens(scenes_dir):
             rgb, valid = src.read_masked(Window(0, 0, 64, 64), out_size=32)
             assert rgb.shape == (32, 32, 3), path.name
             assert src.crs_wkt, path.name
+
+
+_CACHE_PROBE = """
+import sys
+from rasterio.env import get_gdal_config
+from rs_text_search.core.sources import open_raster
+for path in sys.argv[1:]:
+    with open_raster(path) as src:
+        print(src.block_cache_mb, get_gdal_config("GDAL_CACHEMAX"))
+"""
+
+
+def _probe_block_cache(tmp_path, *paths, **env):
+    """Each raster's (block_cache_mb, GDAL's cache limit) when opened in that order by a fresh process
+    (GDAL's block cache limit is process-wide, so it is not probed in the test process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child_env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
+    child_env.update(env, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run([sys.executable, "-c", _CACHE_PROBE, *map(str, paths)], env=child_env,
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    return [tuple(int(v) for v in line.split()) for line in done.stdout.splitlines()]
+
+
+def test_block_cache_holds_two_block_rows_and_leaves_a_users_setting_alone(tmp_path):
+    small = write_geotiff(tmp_path / "small.tif", textured_rgb(64, 64), tiled=True, blockxsize=32, blockysize=32)
+    # 2 rows of 512-pixel blocks, 3 bands, 30,000 pixels wide: 88 MiB, more than the 64 MB floor.
+    wide = write_geotiff(tmp_path / "wide.tif", np.zeros((3, 512, 30000), np.uint8) + 7, tiled=True,
+                         blockxsize=512, blockysize=512, compress="deflate")
+    lines = _probe_block_cache(tmp_path, small, wide, small)
+    assert lines[0] == (64, 64)
+    assert lines[1] == (88, 88)
+    assert lines[2] == (88, 88)  # never lowered below what an earlier raster needed
+    assert _probe_block_cache(tmp_path, wide, GDAL_CACHEMAX="300")[0] == (0, 300 * 2**20)
