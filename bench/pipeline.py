@@ -114,7 +114,10 @@ def stage_costs(raster: Path, model, single_thread_model, count: int, work: Path
     Tiles are consecutive, as the pipeline reads them, so decoded GDAL blocks are reused the same way.
     """
     from rs_text_search.core.indexing import _classify
+    from rs_text_search.core.model import BATCH_SIZES
     from rs_text_search.core.sources import RasterioSource
+
+    batch_size = BATCH_SIZES[model.provider]  # preprocessed a batch at a time, as the pipeline does
 
     def per_tile_ms(work_fn) -> float:
         started = time.perf_counter()
@@ -137,7 +140,8 @@ def stage_costs(raster: Path, model, single_thread_model, count: int, work: Path
     costs = {
         "read_decode_ms": read_ms,
         "classify_ms": per_tile_ms(lambda: [_classify(r, v) for r, v in reads]),
-        "preprocess_ms": per_tile_ms(lambda: model.preprocess(rgbs)),
+        "preprocess_ms": per_tile_ms(lambda: [model.preprocess(rgbs[i : i + batch_size])
+                                              for i in range(0, len(rgbs), batch_size)]),
         "write_ms": write_ms,
         "encode_1thread_ms": encode_1thread_ms,
     }

@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", parents=[model], help="cut rasters into tiles and embed them")
     index.add_argument("rasters", nargs="+", metavar="RASTER")
-    index.add_argument("--tile-size", type=int, default=None, help="tile side in pixels (default: model input)")
+    index.add_argument("--tile-size", type=int, default=None,
+                       help="tile side in raster pixels (default: the ground one training image covered)")
     index.add_argument("--overlap", type=float, default=0.0, help="fraction of a tile shared by neighbours")
     index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
     index.add_argument("--batch-size", type=int, default=None,
@@ -75,11 +76,11 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 def _index(args, model) -> int:
     from tqdm import tqdm
 
-    from .core.indexing import build_index
+    from .core.indexing import auto_tile_size, build_index
     from .core.sources import open_raster
     from .core.tiling import GridSpec
 
-    grid = GridSpec(args.tile_size or model.image_size, args.overlap)
+    GridSpec(args.tile_size or 8, args.overlap)  # bad --tile-size / --overlap fail before any work
     bands = _bands(args.bands)
     sources = [open_raster(path, bands) for path in args.rasters]  # fail fast before any work
     summary = []
@@ -93,6 +94,12 @@ def _index(args, model) -> int:
             if source.crs_wkt is None:
                 print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.",
                       file=sys.stderr)
+            tile_size = args.tile_size
+            if not tile_size:
+                tile_size, why = auto_tile_size(source, model)
+                if not args.json:
+                    print(f"{source.name}: {why}.", file=sys.stderr)
+            grid = GridSpec(tile_size, args.overlap)
             index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
         summary.append({"raster": source.uri, "index": str(index.directory), "tiles": stats.tiles_total,
                         "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,

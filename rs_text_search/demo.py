@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .core.export import export_geopackage
-    from .core.indexing import build_index
+    from .core.indexing import auto_tile_size, build_index
     from .core.model import load_model
     from .core.search import Searcher
     from .core.sources import open_raster
@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model)
         raster = _pick_raster(args.raster, Path(args.shared), out)
-        print(f"model: {model.name} ({model.embed_dim}-d, {model.image_size} px tiles) on {model.provider}")
+        print(f"model: {model.name} ({model.embed_dim}-d, {model.image_size} px input) on {model.provider}")
         print(f"raster: {raster}")
         with open_raster(raster) as source:
+            print(f"tiles: {auto_tile_size(source, model)[1]}")
             with tqdm(desc="indexing", unit="tile", file=sys.stderr) as bar:
                 def progress(done: int, total: int) -> None:
                     bar.total, bar.n = total, done

@@ -44,6 +44,8 @@ __all__ = [
     "Augment",
     "CaptionDataset",
     "flat_captions",
+    "GROUND_M_PER_PX",
+    "dataset_ground_m",
 ]
 
 UCM_CLASSES = (
@@ -103,6 +105,20 @@ def load_csv(csv_path: Path, split: str | None, images_dir: Path | None = None) 
             if row["caption"].strip():
                 record.captions.append(row["caption"].strip())
     return [r for r in by_path.values() if r.captions]
+
+
+# Ground resolution of the caption datasets that have one (metres per image pixel): UCM-Captions is
+# USGS orthoimagery at 1 ft, Sydney-Captions 0.5 m. RSICD, RSITMD and NWPU-Captions mix resolutions.
+GROUND_M_PER_PX = {"ucm": 0.3048, "sydney": 0.5}
+
+
+def dataset_ground_m(data: Path) -> float | None:
+    """Metres per pixel of a Karpathy JSON's images, from its ``dataset`` name (None: unknown or mixed)."""
+    data = Path(data)
+    if data.suffix.lower() != ".json" or not data.is_file():
+        return None
+    name = str(json.loads(data.read_text(encoding="utf-8")).get("dataset", "")).lower()
+    return GROUND_M_PER_PX.get(name)
 
 
 def load_records(data: Path, split: str | None, images_dir: Path | None = None) -> list[ImageRecord]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from rs_text_search.core.preprocess import ImageSpec, preprocess
 
-from .data import flat_captions, load_image, load_records
+from .data import dataset_ground_m, flat_captions, load_image, load_records
 from .evaluate import embed_torch, load_checkpoint
 from .metrics import evaluate_scores
 from .models import make_tokenizer, vocab_source
@@ -79,6 +79,14 @@ def _verification_records(data: Path, split: str, images_dir: Path | None):
     return records
 
 
+def _input_ground_m(image_ground_m: float | None, records, spec: ImageSpec) -> float | None:
+    """Metres per model input pixel: the images' metres per pixel times their (median) side over the input size."""
+    if not image_ground_m:
+        return None
+    side = float(np.median([min(r.pixels.shape[:2]) for r in records]))
+    return image_ground_m * side / spec.size_px
+
+
 def export_checkpoint(
     checkpoint_path: Path,
     out: Path,
@@ -92,8 +100,13 @@ def export_checkpoint(
     overwrite: bool = False,
     command: str | None = None,
     quantize_towers: str = "both",
+    image_ground_m: float | None = None,
 ) -> dict[str, Any]:
-    """Export and verify; returns the report. Raises ExportError on disagreement, ValueError on bad input."""
+    """Export and verify; returns the report. Raises ExportError on disagreement, ValueError on bad input.
+
+    image_ground_m: metres per pixel of the training images (default: known for UCM- and Sydney-Captions,
+    ``training.data.GROUND_M_PER_PX``); the manifest records it per model input pixel.
+    """
     model, checkpoint = load_checkpoint(checkpoint_path)
     spec = ImageSpec.from_manifest(checkpoint["image"])
     tokenizer_spec = dict(checkpoint["tokenizer"])
@@ -102,6 +115,8 @@ def export_checkpoint(
     if not data.is_file():
         raise ValueError(f"verification needs real captions: '{data}' does not exist (pass --data)")
     records = _verification_records(data, split, images_dir)
+    trained_on = Path(checkpoint.get("data", {}).get("file") or data)
+    ground_m_per_px = _input_ground_m(image_ground_m or dataset_ground_m(trained_on), records, spec)
     captions, caption_image = flat_captions(records)
     picks = np.linspace(0, len(records) - 1, min(parity_images, len(records))).round().astype(int)
     parity_raw = [records[i].pixels for i in picks]
@@ -124,6 +139,7 @@ def export_checkpoint(
     report = write_model_dir(
         model, Path(out), name=name or Path(out).name, image_spec=spec, tokenizer_spec=tokenizer_spec,
         vocab_file=vocab_source(tokenizer_spec["kind"]), tokenize=tokenize, training=training, metrics=metrics,
+        ground_m_per_px=ground_m_per_px,
         parity_pixels=preprocess(parity_raw, spec), parity_captions=parity_captions, tolerance=tolerance,
         overwrite=overwrite, post_process=(lambda d: quantize_dir(d, quantize, quantize_towers)) if quantize else None,
         check=check,
@@ -180,17 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parity-images", type=int, default=16, help="images in the ONNX vs torch check")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max abs embedding difference")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    parser.add_argument("--image-ground-m", type=float, default=None,
+                        help="metres per pixel of the training images, recorded in the manifest to set the "
+                             "engine's default tile size (default: known for UCM- and Sydney-Captions)")
     try:
         args = parser.parse_args(argv)
         if not Path(args.checkpoint).is_file():
             raise ParamsError(f"checkpoint '{args.checkpoint}' does not exist")
         if args.parity_images < 1 or args.tolerance <= 0:
             raise ParamsError("--parity-images must be at least 1 and --tolerance positive")
+        if args.image_ground_m is not None and args.image_ground_m <= 0:
+            raise ParamsError("--image-ground-m must be a positive number of metres")
         command = "python -m training.export " + " ".join(argv if argv is not None else sys.argv[1:])
         report = export_checkpoint(
             Path(args.checkpoint), Path(args.out), args.name, Path(args.data) if args.data else None,
             args.split, Path(args.images) if args.images else None, args.parity_images, args.quantize,
-            args.tolerance, args.overwrite, command, args.quantize_towers,
+            args.tolerance, args.overwrite, command, args.quantize_towers, args.image_ground_m,
         )  # fmt: skip
     except ExportError as exc:
         print(f"error: export verification failed: {exc}", file=sys.stderr)

@@ -153,6 +153,7 @@ def write_model_dir(
     tokenize: Callable[[list[str]], torch.Tensor],
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    ground_m_per_px: float | None = None,
     parity_pixels: np.ndarray | None = None,
     parity_captions: list[str] | None = None,
     tolerance: float = 1e-4,
@@ -162,6 +163,8 @@ def write_model_dir(
 ) -> dict[str, Any]:
     """Export ``model`` to the model directory ``target`` and verify it; returns a report dict.
 
+    ground_m_per_px: metres of ground per model input pixel in the training imagery (the manifest's
+        ``ground_m_per_px``, which sets the engine's default tile size); None leaves it out.
     parity_pixels: preprocessed float32 [N,3,S,S] (default: 4 seeded random images).
     parity_captions: sentences for the text parity check (default: a few UCM-like captions).
     post_process(staging_dir): optional step after the parity check (quantisation) that may
@@ -207,6 +210,7 @@ def write_model_dir(
                 "tokenizer": {**tokenizer_spec, "vocab": vocab_rel},
             },
             "logit_scale": float(model.logit_scale.detach().exp().reshape(-1)[0]),
+            **({"ground_m_per_px": round(float(ground_m_per_px), 6)} if ground_m_per_px else {}),
             "training": training or {},
             "metrics": metrics or {},
             "export": {"opset": OPSET, "parity": parity, **report.get("post_process", {})},

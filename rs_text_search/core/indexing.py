@@ -36,9 +36,10 @@ from .errors import Cancelled, RasterError
 from .index import META_VERSION, STATUS, TileIndex
 from .model import Model
 from .sources import RasterSource
-from .tiling import GridSpec, Tile, tile_grid, window_bounds
+from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
-__all__ = ["build_index", "IndexingStats", "DEFAULT_READERS"]
+__all__ = ["build_index", "IndexingStats", "DEFAULT_READERS", "auto_tile_size", "tile_size_for_ground",
+           "default_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,40 @@ def _classify(rgb: np.ndarray, valid: np.ndarray) -> int:
     return STATUS["embedded"]
 
 
-def _grid_for(model: Model, grid: GridSpec | None) -> GridSpec:
-    return grid or GridSpec(tile_size_px=model.image_size)
+def auto_tile_size(source: RasterSource, model: Model | dict) -> tuple[int, str]:
+    """Tile side in raster pixels for ``source``, and one sentence saying why (``tile_size_for_ground``)."""
+    ground = pixel_ground_m(source.transform, source.width, source.height, source.to_wgs84)
+    return tile_size_for_ground(model, ground, source.name)
+
+
+def tile_size_for_ground(model: Model | dict, raster_m: float | None, name: str) -> tuple[int, str]:
+    """Tile side for a raster whose pixels are ``raster_m`` metres on the ground, and why.
+
+    A tile covers the ground one training image covered (``Model.ground_m_per_px`` x its input size),
+    so a 1 m orthophoto and a 0.25 m one show a car park at the size the model learned it; without a
+    CRS or a recorded training resolution, one raster pixel is one model pixel.
+    ``model``: a loaded Model or its manifest (the plugin decides grids before loading ONNX).
+    """
+    from .model import manifest_ground_m_per_px
+
+    manifest = model if isinstance(model, dict) else model.manifest
+    size = int(manifest["image"]["size"])
+    model_m = manifest_ground_m_per_px(manifest)
+    if model_m is None:
+        return size, f"{size} px tiles, the model's input size (the model records no training ground resolution)"
+    if raster_m is None:
+        return size, f"{size} px tiles, the model's input size ('{name}' has no CRS to measure its pixels)"
+    side, clamped = matched_tile_px(size, model_m, raster_m)
+    ground = f"{raster_m:.2g} m pixels, {side * raster_m:.0f} m tiles"
+    if clamped:
+        return side, (f"{side} px tiles ({ground}): '{name}' is far from the model's training resolution "
+                      f"({model_m:.2g} m per input pixel, {size * model_m:.0f} m per image); expect weaker results")
+    return side, f"{side} px tiles ({ground}), the ground the model's training images covered"
+
+
+def default_grid(source: RasterSource, model: Model | dict, tile_size_px: int = 0, overlap: float = 0.0) -> GridSpec:
+    """The grid used when the caller gives no tile size (0): ``auto_tile_size``."""
+    return GridSpec(tile_size_px or auto_tile_size(source, model)[0], overlap)
 
 
 def index_folder(source: RasterSource, model: Model, grid: GridSpec, root: Path | None = None) -> Path:
@@ -125,7 +158,7 @@ def build_index(
     Raises ``Cancelled`` when ``is_cancelled()`` turns true (checked once per batch); what was
     finished stays in the catalog. Returns the complete index and what this run did.
     """
-    grid = _grid_for(model, grid)
+    grid = grid or default_grid(source, model)
     batch_size = batch_size or model.batch_size
     started = time.perf_counter()
     folder = index_folder(source, model, grid, root)

@@ -126,6 +126,18 @@ def read_manifest(model_dir: Path, verify_files: bool = True) -> dict:
     return manifest
 
 
+def manifest_ground_m_per_px(manifest: dict) -> float | None:
+    """The manifest's ``ground_m_per_px``: metres of ground per model input pixel in the training imagery
+    (UCM-Captions: 0.3048 m pixels, 256-pixel images shown at 128 -> 0.61). Optional; it sets the default
+    tile size (``core.indexing.auto_tile_size``) and is not part of the model's identity."""
+    value = manifest.get("ground_m_per_px")
+    try:
+        value = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value and value > 0 else None
+
+
 def model_sha256(manifest: dict) -> str:
     """Identity of a model: its files' checksums plus the settings that change embeddings."""
     identity = {
@@ -200,6 +212,11 @@ class Model:
     @property
     def image_size(self) -> int:
         return self.image_spec.size_px
+
+    @property
+    def ground_m_per_px(self) -> float | None:
+        """Metres of ground per input pixel in the imagery the model was trained on (None: not recorded)."""
+        return manifest_ground_m_per_px(self.manifest)
 
     def preprocess(self, images: np.ndarray | list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.image_spec)

@@ -8,11 +8,16 @@ raster has no CRS). Geotransforms use GDAL's order ``(x0, pixel_w, row_rot, y0, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-__all__ = ["GridSpec", "Window", "Tile", "grid_axis", "tile_grid", "window_bounds", "pixel_at"]
+import numpy as np
+
+__all__ = ["GridSpec", "Window", "Tile", "grid_axis", "tile_grid", "window_bounds", "pixel_at", "pixel_ground_m",
+           "matched_tile_px"]
 
 Bounds = tuple[float, float, float, float]  # (minx, miny, maxx, maxy)
+EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 
 
 @dataclass(frozen=True)
@@ -117,3 +122,40 @@ def pixel_at(transform: tuple[float, ...], x: float, y: float) -> tuple[float, f
         raise ValueError("the raster's geotransform cannot be inverted")
     dx, dy = x - x0, y - y0
     return (e * dx - b * dy) / det, (-d * dx + a * dy) / det
+
+
+def pixel_ground_m(transform: tuple[float, ...], width_px: int, height_px: int,
+                   to_wgs84: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]) -> float | None:
+    """Ground size of one pixel in metres at the raster's centre: the mean of its two sides, measured
+    on the sphere between the lon/lat of the centre pixel's corners. Works for any CRS (degrees, feet,
+    metres) the ``to_wgs84`` callable understands; None without a CRS or when the points do not project."""
+    col, row = width_px / 2.0, height_px / 2.0
+    points = [_apply(transform, col + dc, row + dr) for dc, dr in ((0, 0), (1, 0), (0, 1))]
+    lonlat = to_wgs84(np.array([p[0] for p in points]), np.array([p[1] for p in points]))
+    if lonlat is None:
+        return None
+    lon, lat = (np.radians(np.asarray(a, dtype=float)) for a in lonlat)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        return None
+
+    def metres(i: int) -> float:  # haversine from the corner to point i
+        h = np.sin((lat[i] - lat[0]) / 2) ** 2 + np.cos(lat[0]) * np.cos(lat[i]) * np.sin((lon[i] - lon[0]) / 2) ** 2
+        return float(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(min(1.0, h))))
+
+    size = (metres(1) + metres(2)) / 2
+    return size if size > 0 else None
+
+
+def matched_tile_px(model_size_px: int, model_ground_m_per_px: float, raster_ground_m_per_px: float,
+                    min_scale: float = 0.25, max_scale: float = 8.0) -> tuple[int, bool]:
+    """Tile side in raster pixels that covers the ground one model input covered in training.
+
+    A model trained on 0.3 m imagery cut into 78 m images sees a 1 m orthophoto best in 78-pixel tiles
+    (upsampled to its input), not in tiles of its input size (128 m). The side is kept between
+    ``min_scale`` and ``max_scale`` times the model's input (upsampling more than 4x invents detail;
+    larger tiles only cost reading). Returns (tile side, whether it was clamped).
+    """
+    wanted = model_size_px * model_ground_m_per_px / raster_ground_m_per_px
+    low, high = max(8, round(model_size_px * min_scale)), round(model_size_px * max_scale)
+    side = int(min(max(round(wanted), low), high))
+    return side, not low <= wanted <= high

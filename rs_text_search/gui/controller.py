@@ -23,7 +23,7 @@ from . import layers as result_layers
 from .crs import qgis_transforms
 from .engine import Engine, ModelInfo
 from .settings import PluginSettings
-from .source import QgisRasterSource, is_online, lookup_identity, partial_index_exists
+from .source import QgisRasterSource, is_online, layer_ground_m, lookup_identity, partial_index_exists
 from .tasks import IndexTask, SearchRequest, SearchTask
 
 __all__ = ["Controller", "LayerState"]
@@ -139,9 +139,10 @@ class Controller(QObject):
             except RasterError:
                 states.append((layer, LayerState.UNREADABLE))
                 continue
-            if info and self.engine.indexes_for(identity, info, self.settings, candidates):
+            ground_m = layer_ground_m(layer) if info else None
+            if info and self.engine.indexes_for(identity, info, self.settings, candidates, ground_m):
                 states.append((layer, LayerState.INDEXED))
-            elif info and partial_index_exists(identity, info.sha256, info.grid(self.settings).to_dict()):
+            elif info and partial_index_exists(identity, info.sha256, info.grid(self.settings, ground_m).to_dict()):
                 states.append((layer, LayerState.PARTIAL))
             else:
                 states.append((layer, LayerState.NOT_INDEXED))
@@ -301,7 +302,8 @@ class Controller(QObject):
         candidates = self.engine.all_indexes(info.sha256)
         for layer in self.raster_layers():
             try:
-                found = self.engine.indexes_for(lookup_identity(layer), info, self.settings, candidates)
+                found = self.engine.indexes_for(lookup_identity(layer), info, self.settings, candidates,
+                                                layer_ground_m(layer))
             except RasterError:
                 continue
             for index in found:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.index import TileIndex, list_indexes
+from ..core.indexing import tile_size_for_ground
 from ..core.model import Model, load_model, model_sha256, read_manifest, resolve_model_dir
 from ..core.tiling import GridSpec
 from .settings import PluginSettings
@@ -34,9 +35,12 @@ class ModelInfo:
     name: str
     sha256: str
     image_size: int
+    manifest: dict = field(compare=False, repr=False, default_factory=dict)
 
-    def grid(self, settings: PluginSettings) -> GridSpec:
-        return GridSpec(settings.tile_size_px or self.image_size, settings.overlap)
+    def grid(self, settings: PluginSettings, ground_m: float | None = None) -> GridSpec:
+        """The grid indexing would use for a raster with ``ground_m`` metre pixels (``source.layer_ground_m``)."""
+        tile_size = settings.tile_size_px or tile_size_for_ground(self.manifest, ground_m, "")[0]
+        return GridSpec(tile_size, settings.overlap)
 
 
 class Engine:
@@ -58,7 +62,7 @@ class Engine:
         if key not in self._info_cache:
             manifest = read_manifest(directory, verify_files=False)
             self._info_cache[key] = ModelInfo(directory, str(manifest["name"]), model_sha256(manifest),
-                                              int(manifest["image"]["size"]))
+                                              int(manifest["image"]["size"]), manifest)
         return self._info_cache[key]
 
     def model(self, settings: PluginSettings) -> Model:
@@ -85,14 +89,15 @@ class Engine:
         return list_indexes(model_sha256=model_sha)
 
     def indexes_for(self, identity: dict, info: ModelInfo, settings: PluginSettings,
-                    candidates: list[TileIndex] | None = None) -> list[TileIndex]:
+                    candidates: list[TileIndex] | None = None, ground_m: float | None = None) -> list[TileIndex]:
         """Finished indexes of one raster identity made by the model; the current grid first.
 
         Online layers (identity without a file path) may have several indexes, one per indexed
-        extent; all of them are returned. A file has one: the current grid's, else the newest.
+        extent; all of them are returned. A file has one: the current grid's (``ground_m``: its pixel
+        size, for the automatic tile size), else the newest.
         """
         candidates = self.all_indexes(info.sha256) if candidates is None else candidates
-        grid = info.grid(settings).to_dict()
+        grid = info.grid(settings, ground_m).to_dict()
         if "path" in identity:
             same = [i for i in candidates if i.meta["raster"].get("identity") == identity]
             current = [i for i in same if i.meta.get("grid") == grid]

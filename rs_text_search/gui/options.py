@@ -49,7 +49,7 @@ class OptionsDialog(QDialog):
         self.tileSpin = QSpinBox()
         self.tileSpin.setObjectName("tileSpin")
         self.tileSpin.setRange(0, 8192)
-        self.tileSpin.setSpecialValueText("model input size")
+        self.tileSpin.setSpecialValueText("automatic")
         self.tileSpin.setSuffix(" px")
         self.tileSpin.setValue(settings.tile_size_px)
         form.addRow("Tile size", self.tileSpin)

@@ -24,7 +24,7 @@ class PluginSettings:
 
     model_dir: model folder; empty selects the bundled default model.
     provider: ONNX Runtime execution provider: ``auto`` (CUDA when it works), ``cuda`` or ``cpu``.
-    tile_size_px: tile side in raster pixels; 0 uses the model's input size.
+    tile_size_px: tile side in raster pixels; 0: automatic (``core.indexing.auto_tile_size``).
     overlap: fraction of a tile shared with its neighbour, 0 <= overlap < 1.
     top_k: number of results a search returns.
     min_score: lowest cosine similarity shown; ``NO_MIN_SCORE`` shows every result.

@@ -45,7 +45,7 @@ from ..core.cache import cache_root, index_key
 from ..core.errors import RasterError
 from ..core.resample import resample_band, resample_nearest
 from ..core.sources import STRETCH_PERCENTILES, STRETCH_SAMPLE_PX, raster_identity
-from ..core.tiling import Window
+from ..core.tiling import Window, pixel_ground_m
 from .crs import crs_from_string
 
 __all__ = ["LayerPlan", "QgisRasterSource", "plan_layer", "is_online", "lookup_identity", "partial_index_exists"]
@@ -95,6 +95,36 @@ def _file_path(layer: QgsRasterLayer) -> Path | None:
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     path = Path(parts.get("path") or layer.source())
     return path if path.is_file() and not parts.get("layerName") else None
+
+
+def _file_grid(provider: QgsRasterDataProvider) -> tuple[int, int, tuple[float, float, float, float, float, float]]:
+    """(width, height, north-up GDAL geotransform) of a provider with its own pixel grid."""
+    full = provider.extent()
+    width, height = provider.xSize(), provider.ySize()
+    return width, height, (full.xMinimum(), full.width() / width, 0.0, full.yMaximum(), 0.0, -full.height() / height)
+
+
+def _points_to_wgs84(transform: QgsCoordinateTransform, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Longitudes and latitudes of points (NaN where the transform fails)."""
+    lon, lat = np.full(len(xs), np.nan), np.full(len(xs), np.nan)
+    for i, (x, y) in enumerate(zip(np.asarray(xs, float), np.asarray(ys, float))):
+        try:
+            point = transform.transform(QgsPointXY(x, y))
+        except QgsCsException:
+            continue
+        lon[i], lat[i] = point.x(), point.y()
+    return lon, lat
+
+
+def layer_ground_m(layer: QgsRasterLayer, context: QgsCoordinateTransformContext | None = None) -> float | None:
+    """Metres of ground per pixel at the centre of a layer with its own pixel grid (GUI thread), as
+    ``core.tiling.pixel_ground_m`` measures it for indexing; None for online layers or without a CRS."""
+    if not layer.isValid() or layer.dataProvider() is None or is_online(layer) or not layer.crs().isValid():
+        return None
+    width, height, transform = _file_grid(layer.dataProvider())
+    to_wgs84 = QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem("EPSG:4326"),
+                                      context or QgsProject.instance().transformContext())
+    return pixel_ground_m(transform, width, height, lambda xs, ys: _points_to_wgs84(to_wgs84, xs, ys))
 
 
 def _choose_bands(layer: QgsRasterLayer) -> tuple[str, tuple[int, ...], np.ndarray | None]:
@@ -156,10 +186,8 @@ def plan_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
     crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else None
     kind, bands, palette = _choose_bands(layer)
     if not is_online(layer):
-        full = provider.extent()
-        width, height = provider.xSize(), provider.ySize()
-        res_x, res_y = full.width() / width, full.height() / height
-        origin = (full.xMinimum(), full.yMaximum())
+        width, height, (origin_x, res_x, _, origin_y, _, res_y) = _file_grid(provider)
+        res_y, origin = -res_y, (origin_x, origin_y)
     else:
         area = QgsRectangle(layer.extent()) if extent is None else extent.intersect(layer.extent())
         resolution = resolution or min((r for r in provider.nativeResolutions() if r > 0), default=0.0)
@@ -356,14 +384,7 @@ class QgisRasterSource:
             transform = QgsCoordinateTransform(crs_from_string(self.crs_wkt),
                                                QgsCoordinateReferenceSystem("EPSG:4326"), self._context)
             self._local.to_wgs84 = transform
-        lon, lat = np.full(len(xs), np.nan), np.full(len(xs), np.nan)
-        for i, (x, y) in enumerate(zip(np.asarray(xs, float), np.asarray(ys, float))):
-            try:
-                point = transform.transform(QgsPointXY(x, y))
-            except QgsCsException:
-                continue
-            lon[i], lat[i] = point.x(), point.y()
-        return lon, lat
+        return _points_to_wgs84(transform, xs, ys)
 
     def clone(self) -> QgisRasterSource:
         twin = QgisRasterSource.__new__(QgisRasterSource)

@@ -23,9 +23,9 @@ from qgis.PyQt.QtGui import QImage
 
 from ..core.errors import Cancelled, RsTextSearchError
 from ..core.index import TileIndex
-from ..core.indexing import IndexingStats, build_index
+from ..core.indexing import IndexingStats, build_index, default_grid
 from ..core.search import Searcher, SearchResult
-from ..core.tiling import GridSpec, Window
+from ..core.tiling import Window
 from .engine import Engine
 from .settings import PluginSettings
 from .source import QgisRasterSource
@@ -102,7 +102,6 @@ class IndexTask(_Task):
             self.error = _unexpected("Loading the model", exc)
             return False
         self.model_name, self.model_provider = model.name, model.provider
-        grid = GridSpec(self.settings.tile_size_px or model.image_size, self.settings.overlap)
         count = len(self.sources)
         for position, source in enumerate(self.sources):
             outcome = IndexOutcome(source.layer_id, source.name)
@@ -115,6 +114,7 @@ class IndexTask(_Task):
                 self.setProgress(100.0 * (position + done / max(total, 1)) / count)
 
             try:
+                grid = default_grid(source, model, self.settings.tile_size_px, self.settings.overlap)
                 index, stats = build_index(source, model, grid, root=self.root, progress=progress,
                                            is_cancelled=self.isCanceled, batch_size=self.batch_size)
                 outcome.index_dir, outcome.stats = index.directory, stats

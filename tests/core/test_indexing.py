@@ -142,3 +142,33 @@ def test_hnsw_agrees_with_exact_search_on_clustered_vectors():
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.95
     assert type(make_faiss_index(vectors[:10])).__name__ == "IndexFlatIP"
+
+
+def test_default_tiles_cover_the_ground_the_model_was_trained_on(tmp_path, cache, tiny_model_dir):
+    import json
+    import shutil
+
+    from rs_text_search.core.indexing import auto_tile_size
+    from rs_text_search.core.model import load_model, model_sha256, read_manifest
+
+    trained_at = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, trained_at)
+    manifest = read_manifest(trained_at)
+    manifest["ground_m_per_px"] = 1.5  # the tiny model's 32 px input covered 48 m in "training"
+    (trained_at / "manifest.json").write_text(json.dumps(manifest))
+    model = load_model(trained_at, provider="cpu")
+    assert model.sha256 == model_sha256(read_manifest(tiny_model_dir)), "not part of the model's identity"
+
+    data = np.random.default_rng(1).integers(0, 256, (3, 96, 144), dtype=np.uint8)
+    with open_raster(write_geotiff(tmp_path / "one_metre.tif", data)) as source:
+        size, why = auto_tile_size(source, model)
+        index, stats = build_index(source, model)
+    assert size == 48 and "48 px tiles (1 m pixels, 48 m tiles)" in why
+    assert index.meta["grid"]["tile_size_px"] == 48 and stats.tiles_total == 2 * 3
+    with open_raster(write_geotiff(tmp_path / "coarse.tif", data, pixel_m=300.0)) as source:
+        size, why = auto_tile_size(source, model)
+    assert size == 8 and "expect weaker results" in why  # 48 m would be a fraction of a pixel
+    with open_raster(write_geotiff(tmp_path / "plain.tif", data, crs=None)) as source:
+        assert auto_tile_size(source, model)[0] == 32  # no CRS: one raster pixel per model pixel
+    with open_raster(write_geotiff(tmp_path / "again.tif", data)) as source:
+        assert auto_tile_size(source, load_model(tiny_model_dir, provider="cpu"))[0] == 32  # nothing recorded

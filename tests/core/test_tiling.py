@@ -1,6 +1,18 @@
+import math
+
+import numpy as np
 import pytest
 
-from rs_text_search.core.tiling import GridSpec, Window, grid_axis, pixel_at, tile_grid, window_bounds
+from rs_text_search.core.tiling import (
+    GridSpec,
+    Window,
+    grid_axis,
+    matched_tile_px,
+    pixel_at,
+    pixel_ground_m,
+    tile_grid,
+    window_bounds,
+)
 
 
 def test_axis_covers_every_pixel_with_full_tiles():
@@ -41,3 +53,34 @@ def test_rotated_transform_bounds_enclose_all_corners():
     transform = (0.0, 1.0, 0.5, 0.0, 0.5, -1.0)
     minx, miny, maxx, maxy = window_bounds(transform, Window(0, 0, 10, 10))
     assert (minx, maxx) == (0.0, 15.0) and (miny, maxy) == (-10.0, 5.0)
+
+
+def _lonlat(crs: str):
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return lambda xs, ys: transformer.transform(np.asarray(xs, float), np.asarray(ys, float))
+
+
+def test_pixel_ground_size_in_metres_for_projected_and_geographic_crs():
+    # Measured on a sphere, with the projection's local scale: within 1 %, far below what matters for a tile.
+    utm_1m = (500000.0, 1.0, 0.0, 4000000.0, 0.0, -1.0)  # at UTM 33N's central meridian: scale 0.9996
+    assert pixel_ground_m(utm_1m, 200, 200, _lonlat("EPSG:32633")) == pytest.approx(1 / 0.9996, rel=3e-3)
+    feet = (700000.0, 2.0, 0.0, 900000.0, 0.0, -2.0)  # Massachusetts state plane in US feet: 2 ft pixels
+    assert pixel_ground_m(feet, 100, 100, _lonlat("EPSG:2249")) == pytest.approx(0.6096, rel=1e-2)
+    # 0.0001 degree pixels at 60 N: 5.57 m east-west, 11.1 m north-south; their mean
+    degrees = (10.0, 0.0001, 0.0, 60.0, 0.0, -0.0001)
+    expected = (0.0001 * math.pi / 180 * 6371008.8) * (1 + math.cos(math.radians(60.0))) / 2
+    assert pixel_ground_m(degrees, 2, 2, _lonlat("EPSG:4326")) == pytest.approx(expected, rel=1e-3)
+    assert pixel_ground_m(utm_1m, 10, 10, lambda xs, ys: None) is None
+
+
+@pytest.mark.parametrize("raster_m, expected", [
+    (0.6096, (128, False)),  # the training resolution: one raster pixel per model pixel
+    (1.0, (78, False)),      # a 1 m orthophoto: 78 m tiles, as UCM's 256 x 0.3048 m images
+    (0.3048, (256, False)),
+    (300.0, (32, True)),     # Landsat: far coarser; the smallest tile (4x upsampling)
+    (0.01, (1024, True)),    # drone imagery: the largest tile (8x the input)
+])
+def test_tiles_cover_the_ground_of_a_training_image(raster_m, expected):
+    assert matched_tile_px(128, 0.6096, raster_m) == expected

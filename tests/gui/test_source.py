@@ -13,9 +13,9 @@ import pytest
 from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtGui import QColor, QImage
 
-from rs_text_search.core.tiling import Window
+from rs_text_search.core.tiling import Window, pixel_ground_m
 from rs_text_search.gui.crs import qgis_transforms
-from rs_text_search.gui.source import QgisRasterSource, lookup_identity
+from rs_text_search.gui.source import QgisRasterSource, layer_ground_m, lookup_identity
 
 pytestmark = pytest.mark.qgis
 
@@ -28,7 +28,7 @@ NATIVE_ONLY = {"naip_m_4709963_se_14_1_20200831.tif"}
 HEADLESS = """
 import json, sys, numpy as np
 from rs_text_search.core.sources import open_raster
-from rs_text_search.core.tiling import Window
+from rs_text_search.core.tiling import Window, pixel_ground_m
 path, windows, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 src = open_raster(path)
 arrays = {}
@@ -36,7 +36,8 @@ for i, (c, r, w, h, s) in enumerate(windows):
     arrays[f"rgb{i}"], arrays[f"valid{i}"] = src.read_masked(Window(c, r, w, h), s)
 lon, lat = src.to_wgs84(np.array([src.transform[0]]), np.array([src.transform[3]]))
 np.savez(out, lonlat=np.array([lon[0], lat[0]]), **arrays)
-print(json.dumps(src.identity()))
+ground = pixel_ground_m(src.transform, src.width, src.height, src.to_wgs84)
+print(json.dumps({"identity": src.identity(), "ground_m": ground}))
 """
 
 
@@ -48,7 +49,8 @@ def test_same_pixels_mask_and_identity_as_the_headless_source(qgis_app, scenes, 
     run = subprocess.run([sys.executable, "-c", HEADLESS, str(scenes / scene), json.dumps(windows), str(out)],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 0, run.stderr
-    headless_identity = json.loads(run.stdout)
+    headless = json.loads(run.stdout)
+    headless_identity = headless["identity"]
     reference = np.load(out)
     layer = QgsRasterLayer(str(scenes / scene), scene)
     source = QgisRasterSource(layer)
@@ -62,6 +64,10 @@ def test_same_pixels_mask_and_identity_as_the_headless_source(qgis_app, scenes, 
         np.testing.assert_array_equal(valid, reference[f"valid{i}"])
     lon, lat = source.to_wgs84(np.array([source.transform[0]]), np.array([source.transform[3]]))
     np.testing.assert_allclose([lon[0], lat[0]], reference["lonlat"], atol=1e-7)
+    # The same pixel size, hence the same automatic tile size and index key, in QGIS and headless.
+    assert pixel_ground_m(source.transform, source.width, source.height, source.to_wgs84) == pytest.approx(
+        headless["ground_m"], rel=1e-6)
+    assert layer_ground_m(layer) == pytest.approx(headless["ground_m"], rel=1e-6)
 
 
 def test_alpha_and_nodata_make_the_valid_mask(qgis_app, scenes, tmp_path):

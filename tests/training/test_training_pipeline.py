@@ -107,6 +107,8 @@ def test_export_then_evaluate_agree(ucm_json: Path, trained_run: Path, tmp_path:
     assert manifest["text"]["tokenizer"] == {"kind": "clip_bpe", "context_length": 32,
                                              "vocab": "vocab/bpe_simple_vocab_16e6.txt.gz"}  # fmt: skip
     assert manifest["metrics"]["val"]["n_images"] == 12 and manifest["training"]["epoch"] >= 1
+    # UCM-Captions: 0.3048 m pixels, 256 px images shown to the model at its input size
+    assert manifest["ground_m_per_px"] == pytest.approx(0.3048 * 256 / manifest["image"]["size"])
     results = {}
     for source in (out, trained_run / "best.pt"):
         args = ["--model", str(source), "--data", str(ucm_json), "--split", "val", "--limit", "40", "--json"]
@@ -129,6 +131,8 @@ def test_export_fails_loudly_and_leaves_nothing(trained_run: Path, tmp_path: Pat
     assert code == 1 and "verification failed" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert export_main(["--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert export_main(["--checkpoint", str(trained_run / "best.pt"), "--out", str(out), "--image-ground-m", "-1"]) == 2
+    assert "--image-ground-m" in capsys.readouterr().err
 
 
 def test_int8_export_reports_retrieval_change(trained_run: Path, tmp_path: Path, capsys) -> None:
@@ -136,7 +140,9 @@ def test_int8_export_reports_retrieval_change(trained_run: Path, tmp_path: Path,
 
     out = tmp_path / "int8"
     assert export_main(["--checkpoint", str(trained_run / "best.pt"), "--out", str(out), "--quantize", "int8",
-                        "--parity-images", "2"]) == 0  # fmt: skip
+                        "--parity-images", "2", "--image-ground-m", "0.5"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert report["quantize"] == "int8" and "mR_change" in report
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ground_m_per_px"] == pytest.approx(0.5 * 256 / manifest["image"]["size"])
     assert report["sizes"]["text.onnx"]["bytes"] < report["sizes"]["text.onnx"]["bytes_fp32"]

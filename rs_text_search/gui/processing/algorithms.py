@@ -30,7 +30,7 @@ from qgis.core import (
 )
 
 from ...core.errors import Cancelled, RsTextSearchError
-from ...core.indexing import build_index
+from ...core.indexing import auto_tile_size, build_index
 from ...core.search import Searcher
 from ...core.tiling import GridSpec
 from ..canvas import crs_string
@@ -38,7 +38,7 @@ from ..crs import crs_from_string, qgis_transforms
 from ..engine import Engine
 from ..layers import result_features, result_fields, style_results_layer
 from ..settings import PROVIDERS, PluginSettings
-from ..source import QgisRasterSource, is_online, lookup_identity
+from ..source import QgisRasterSource, is_online, layer_ground_m, lookup_identity
 
 __all__ = ["IndexLayersAlgorithm", "SearchTextAlgorithm", "FindSimilarAlgorithm"]
 
@@ -101,7 +101,7 @@ class IndexLayersAlgorithm(_Base):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers("LAYERS", "Raster layers", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: the model's input size)",
+        self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: automatic)",
                                                        QgsProcessingParameterNumber.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (fraction of a tile)",
                                                        QgsProcessingParameterNumber.Double, 0.0, minValue=0.0,
@@ -135,13 +135,17 @@ class IndexLayersAlgorithm(_Base):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         model = self._model(feedback)
-        grid = GridSpec(self.settings.tile_size_px or model.image_size, self.settings.overlap)
         total_tiles, folders = 0, []
         for position, source in enumerate(self.sources):
             def progress(done: int, total: int, position: int = position) -> None:
                 feedback.setProgress(100.0 * (position + done / max(total, 1)) / len(self.sources))
 
             try:
+                tile_size = self.settings.tile_size_px
+                if not tile_size:
+                    tile_size, why = auto_tile_size(source, model)
+                    feedback.pushInfo(f"{source.name}: {why}.")
+                grid = GridSpec(tile_size, self.settings.overlap)
                 index, stats = build_index(source, model, grid, progress=progress, is_cancelled=feedback.isCanceled)
             except Cancelled as exc:
                 raise QgsProcessingException(str(exc)) from exc
@@ -180,7 +184,8 @@ class _SearchBase(_Base):
         if layers:
             self.indexes = []
             for layer in layers:
-                found = self.engine.indexes_for(lookup_identity(layer), info, self.settings, candidates)
+                found = self.engine.indexes_for(lookup_identity(layer), info, self.settings, candidates,
+                                                layer_ground_m(layer))
                 if not found:
                     raise QgsProcessingException(f"'{layer.name()}' is not indexed with the model '{info.name}'; "
                                                  "run 'Index raster layers' first.")
