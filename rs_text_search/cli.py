@@ -85,23 +85,23 @@ def _index(args, model) -> int:
     sources = [open_raster(path, bands) for path in args.rasters]  # fail fast before any work
     summary = []
     for source in sources:
+        if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
+            print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
+        tile_size = args.tile_size
+        if not tile_size:
+            tile_size, why = auto_tile_size(source, model)
+            if not args.json:
+                print(f"{source.name}: {why}.", file=sys.stderr)
+        grid = GridSpec(tile_size, args.overlap)
         with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
             def progress(done: int, total: int, bar=bar) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
 
-            if source.crs_wkt is None:
-                print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.",
-                      file=sys.stderr)
-            tile_size = args.tile_size
-            if not tile_size:
-                tile_size, why = auto_tile_size(source, model)
-                if not args.json:
-                    print(f"{source.name}: {why}.", file=sys.stderr)
-            grid = GridSpec(tile_size, args.overlap)
             index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
-        summary.append({"raster": source.uri, "index": str(index.directory), "tiles": stats.tiles_total,
+        summary.append({"raster": source.uri, "index": str(index.directory), "tile_px": grid.tile_size_px,
+                        "tiles": stats.tiles_total,
                         "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,
                         "skipped_constant": stats.tiles_skipped_constant, "resumed_from": stats.tiles_done_before,
                         "seconds": round(stats.seconds, 2)})

@@ -35,7 +35,7 @@ def test_index_search_similar_and_export(run, tmp_path):
     code, out, err = run("index", str(raster), "--json")
     assert code == 0, err
     (summary,) = json.loads(out)
-    assert summary["embedded"] == 6 and summary["tiles"] == 6
+    assert summary["embedded"] == 6 and summary["tiles"] == 6 and summary["tile_px"] == 32
 
     code, out, _ = run("search", "tennis", "court", "--top-k", "3", "--json")
     results = json.loads(out)
@@ -62,6 +62,9 @@ def test_raster_without_crs_is_indexed_in_pixel_coordinates(run, tmp_path):
     raster = write_geotiff(tmp_path / "plain.tif", textured_rgb(64, 64), crs=None)
     code, _, err = run("index", str(raster))
     assert code == 0 and "no CRS" in err
+    # Each note on its own line, before the progress bar: which tile size, and why.
+    assert "plain: 32 px tiles, the model's input size (the model records no training ground resolution).\n" in err
+    assert err.index("no CRS") < err.index("32 px tiles") < err.index("tile/s")
     code, out, _ = run("similar", "--at", "10", "10", "--json")
     assert code == 0 and json.loads(out)[0]["crs_wkt"] is None
 
