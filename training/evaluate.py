@@ -25,7 +25,7 @@ from rs_text_search.core.preprocess import ImageSpec, preprocess
 
 from .data import ImageRecord, flat_captions, load_image, load_records, spread_subset
 from .metrics import METRIC_KEYS, evaluate_scores
-from .params import ArgumentParser, ParamsError
+from .params import USER_ERRORS, ArgumentParser, ParamsError
 
 __all__ = ["load_checkpoint", "embed_torch", "embed_engine", "evaluate", "main"]
 
@@ -149,14 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParamsError("--rerank-top-k must be at least 1 and --limit zero or positive")
         result = evaluate(args.model, args.data, args.split, args.images, args.rerank, args.rerank_top_k,
                           args.limit, args.provider)  # fmt: skip
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the engine's ModelError and friends: one sentence, exit 2
-        from rs_text_search.core.errors import RsTextSearchError
-
-        if not isinstance(exc, RsTextSearchError):
-            raise
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ParamsError", "ArgumentParser", "FitParams", "fit_parser", "parse_fit_params"]
+from rs_text_search.core.errors import RsTextSearchError
+
+__all__ = ["ParamsError", "USER_ERRORS", "ArgumentParser", "FitParams", "fit_parser", "parse_fit_params"]
 
 
 class ParamsError(ValueError):
     """A command-line value is missing, malformed or inconsistent (exit code 2)."""
+
+
+# What an entry point prints as one sentence with exit code 2: bad options or data, unreadable files,
+# and the engine's own errors (a missing or damaged model directory, say).
+USER_ERRORS = (ValueError, OSError, RsTextSearchError)
 
 
 class ArgumentParser(argparse.ArgumentParser):

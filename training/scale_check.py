@@ -33,7 +33,7 @@ from rs_text_search.core.tiling import matched_tile_px
 
 from .data import dataset_ground_m, flat_captions, load_image, load_records, spread_subset
 from .metrics import evaluate_scores
-from .params import ArgumentParser, ParamsError
+from .params import USER_ERRORS, ArgumentParser, ParamsError
 
 __all__ = ["scale_check", "main"]
 
@@ -139,14 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ParamsError("--limit must be zero or positive")
         result = scale_check(args.model, args.data, args.split, args.ground_m, args.image_ground_m, args.images,
                              args.limit, args.provider)  # fmt: skip
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the engine's ModelError and friends: one sentence, exit 2
-        from rs_text_search.core.errors import RsTextSearchError
-
-        if not isinstance(exc, RsTextSearchError):
-            raise
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.plot:

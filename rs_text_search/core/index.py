@@ -86,6 +86,24 @@ def make_faiss_index(vectors: np.ndarray, approximate: bool | None = None):
     return index
 
 
+def _preallocated_vectors(index, count: int) -> np.ndarray | None:
+    """For an exact index: its vector storage allocated once at the final size, as a writable array.
+
+    faiss's ``add`` grows the storage like a std::vector, so adding chunk by chunk held up to twice
+    the vectors at once (finalize peaked at 1.4x the vectors at 100,000 tiles, 1.1x this way).
+    This does what ``IndexFlat.add`` does (resize ``codes``, copy rows, then set ``ntotal``) in one
+    allocation; None where that storage is not available (HNSW, another faiss), which then adds.
+    """
+    import faiss
+
+    codes = getattr(index, "codes", None)
+    if not isinstance(index, faiss.IndexFlat) or not hasattr(codes, "resize") or count == 0:
+        return None
+    nbytes = count * index.code_size
+    codes.resize(nbytes)
+    return faiss.rev_swig_ptr(codes.data(), nbytes).view(np.float32).reshape(count, index.d)
+
+
 class TileIndex:
     """An index folder. Open with ``TileIndex.open``; created and filled by ``indexing.build_index``."""
 
@@ -180,14 +198,21 @@ class TileIndex:
         with self.connect() as db:
             count = int(db.execute("SELECT COUNT(*) FROM tiles WHERE status = ?", embedded).fetchone()[0])
             index = make_faiss_index(np.zeros((0, dim), np.float32), approximate=count >= APPROXIMATE_MIN_TILES)
+            exact = _preallocated_vectors(index, count)
             ids = np.empty(count, dtype=np.int64)
             filled = 0
             # Streamed in chunks: peak memory is the faiss index itself, not the catalog three times over.
             cursor = db.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id", embedded)
             while rows := cursor.fetchmany(FINALIZE_CHUNK_TILES):
-                index.add(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim))
+                chunk = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                if exact is not None:
+                    exact[filled : filled + len(rows)] = chunk
+                else:
+                    index.add(chunk)
                 ids[filled : filled + len(rows)] = [r[0] for r in rows]
                 filled += len(rows)
+            if exact is not None:
+                index.ntotal = filled
         with atomic_path(self.directory / "ids.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, ids)
         with atomic_path(self.directory / "index.faiss") as tmp:

@@ -44,6 +44,10 @@ def test_stored_vectors_equal_encoding_the_tiles_directly(tmp_path, cache, tiny_
     np.testing.assert_allclose(index.vectors([0, 4, 11]), direct, atol=1e-5)
     np.testing.assert_allclose(index.vectors([0]), index.vectors([9]), atol=1e-6)  # identical pixels
     assert len(index) == 11 and list(index._load()[1]) == [t for t in range(12) if t != 6]
+    reopened = TileIndex.open(index.directory)  # what finalize wrote to index.faiss, read back
+    np.testing.assert_array_equal(reopened.vectors([0, 4, 11]), index.vectors([0, 4, 11]))
+    scores, found = reopened.search(direct[1:2], 3)
+    assert found[0][0] == 4 and scores[0][0] == pytest.approx(1.0, abs=1e-5)
 
 
 def index_window(index, tile_index):
