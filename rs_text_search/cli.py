@@ -89,7 +89,7 @@ def _index(args, model) -> int:
             print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
         tile_size = args.tile_size
         if not tile_size:
-            tile_size, why = auto_tile_size(source, model)
+            tile_size, why, _ = auto_tile_size(source, model)
             if not args.json:
                 print(f"{source.name}: {why}.", file=sys.stderr)
         grid = GridSpec(tile_size, args.overlap)

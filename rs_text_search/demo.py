@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {model.name} ({model.embed_dim}-d, {model.image_size} px input) on {model.provider}")
         print(f"raster: {raster}")
         with open_raster(raster) as source:
-            print(f"tiles: {auto_tile_size(source, model)[1]}")
+            print(f"tiles: {auto_tile_size(source, model).why}")
             with tqdm(desc="indexing", unit="tile", file=sys.stderr) as bar:
                 def progress(done: int, total: int) -> None:
                     bar.total, bar.n = total, done

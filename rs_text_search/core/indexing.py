@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from .model import Model
 from .sources import RasterSource
 from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
-__all__ = ["build_index", "IndexingStats", "DEFAULT_READERS", "auto_tile_size", "tile_size_for_ground",
+__all__ = ["build_index", "IndexingStats", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
            "default_grid"]
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,22 @@ def _classify(rgb: np.ndarray, valid: np.ndarray) -> int:
     return STATUS["embedded"]
 
 
-def auto_tile_size(source: RasterSource, model: Model | dict) -> tuple[int, str]:
+class TileSize(NamedTuple):
+    """The default tile side for a raster and why: ``far`` when the raster's resolution is so far from
+    the training imagery's that the side was clamped (results will be weaker; say so to the user)."""
+
+    px: int
+    why: str
+    far: bool = False
+
+
+def auto_tile_size(source: RasterSource, model: Model | dict) -> TileSize:
     """Tile side in raster pixels for ``source``, and one sentence saying why (``tile_size_for_ground``)."""
     ground = pixel_ground_m(source.transform, source.width, source.height, source.to_wgs84)
     return tile_size_for_ground(model, ground, source.name)
 
 
-def tile_size_for_ground(model: Model | dict, raster_m: float | None, name: str) -> tuple[int, str]:
+def tile_size_for_ground(model: Model | dict, raster_m: float | None, name: str) -> TileSize:
     """Tile side for a raster whose pixels are ``raster_m`` metres on the ground, and why.
 
     A tile covers the ground one training image covered (``Model.ground_m_per_px`` x its input size),
@@ -104,20 +114,22 @@ def tile_size_for_ground(model: Model | dict, raster_m: float | None, name: str)
     size = int(manifest["image"]["size"])
     model_m = manifest_ground_m_per_px(manifest)
     if model_m is None:
-        return size, f"{size} px tiles, the model's input size (the model records no training ground resolution)"
+        return TileSize(size, f"{size} px tiles, the model's input size (the model records no training ground "
+                              "resolution)")
     if raster_m is None:
-        return size, f"{size} px tiles, the model's input size ('{name}' has no CRS to measure its pixels)"
+        return TileSize(size, f"{size} px tiles, the model's input size ('{name}' has no CRS to measure its pixels)")
     side, clamped = matched_tile_px(size, model_m, raster_m)
     ground = f"{raster_m:.2g} m pixels, {side * raster_m:.0f} m tiles"
     if clamped:
-        return side, (f"{side} px tiles ({ground}): '{name}' is far from the model's training resolution "
-                      f"({model_m:.2g} m per input pixel, {size * model_m:.0f} m per image); expect weaker results")
-    return side, f"{side} px tiles ({ground}), the ground the model's training images covered"
+        return TileSize(side, f"{side} px tiles ({ground}): '{name}' is far from the model's training resolution "
+                              f"({model_m:.2g} m per input pixel, {size * model_m:.0f} m per image); expect weaker "
+                              "results", far=True)
+    return TileSize(side, f"{side} px tiles ({ground}), the ground the model's training images covered")
 
 
 def default_grid(source: RasterSource, model: Model | dict, tile_size_px: int = 0, overlap: float = 0.0) -> GridSpec:
     """The grid used when the caller gives no tile size (0): ``auto_tile_size``."""
-    return GridSpec(tile_size_px or auto_tile_size(source, model)[0], overlap)
+    return GridSpec(tile_size_px or auto_tile_size(source, model).px, overlap)
 
 
 def index_folder(source: RasterSource, model: Model, grid: GridSpec, root: Path | None = None) -> Path:

@@ -233,10 +233,13 @@ class Controller(QObject):
             elif outcome.stats is not None:
                 stats = outcome.stats
                 skipped = stats.tiles_skipped_nodata + stats.tiles_skipped_constant
+                far = outcome.tiles is not None and outcome.tiles.far
                 self.message(f"'{outcome.layer_name}' is indexed: {stats.tiles_embedded} tiles searchable"
                              + (f", {skipped} empty tiles skipped" if skipped else "")
                              + (f" (resumed after {stats.tiles_done_before} tiles)" if 0 < stats.tiles_done_before
-                                < stats.tiles_total else "") + ".", SUCCESS, 5)
+                                < stats.tiles_total else "")
+                             + (f"; {outcome.tiles.why}" if outcome.tiles else "") + ".",
+                             WARNING if far else SUCCESS, 10 if far else 5)
         if task.error:
             self.message(task.error, CRITICAL)
         elif task.cancelled_message or (not task.succeeded and not task.outcomes and task.isCanceled()):

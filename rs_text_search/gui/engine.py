@@ -39,7 +39,7 @@ class ModelInfo:
 
     def grid(self, settings: PluginSettings, ground_m: float | None = None) -> GridSpec:
         """The grid indexing would use for a raster with ``ground_m`` metre pixels (``source.layer_ground_m``)."""
-        tile_size = settings.tile_size_px or tile_size_for_ground(self.manifest, ground_m, "")[0]
+        tile_size = settings.tile_size_px or tile_size_for_ground(self.manifest, ground_m, "").px
         return GridSpec(tile_size, settings.overlap)
 
 

@@ -23,9 +23,9 @@ from qgis.PyQt.QtGui import QImage
 
 from ..core.errors import Cancelled, RsTextSearchError
 from ..core.index import TileIndex
-from ..core.indexing import IndexingStats, build_index, default_grid
+from ..core.indexing import IndexingStats, TileSize, auto_tile_size, build_index
 from ..core.search import Searcher, SearchResult
-from ..core.tiling import Window
+from ..core.tiling import GridSpec, Window
 from .engine import Engine
 from .settings import PluginSettings
 from .source import QgisRasterSource
@@ -51,6 +51,7 @@ class IndexOutcome:
     index_dir: Path | None = None
     stats: IndexingStats | None = None
     error: str | None = None
+    tiles: TileSize | None = None  # the tile side used, and why
 
 
 class _Task(QgsTask):
@@ -114,7 +115,10 @@ class IndexTask(_Task):
                 self.setProgress(100.0 * (position + done / max(total, 1)) / count)
 
             try:
-                grid = default_grid(source, model, self.settings.tile_size_px, self.settings.overlap)
+                outcome.tiles = (TileSize(self.settings.tile_size_px, f"{self.settings.tile_size_px} px tiles, as set "
+                                          "in the options") if self.settings.tile_size_px
+                                 else auto_tile_size(source, model))
+                grid = GridSpec(outcome.tiles.px, self.settings.overlap)
                 index, stats = build_index(source, model, grid, root=self.root, progress=progress,
                                            is_cancelled=self.isCanceled, batch_size=self.batch_size)
                 outcome.index_dir, outcome.stats = index.directory, stats

@@ -165,13 +165,13 @@ def test_default_tiles_cover_the_ground_the_model_was_trained_on(tmp_path, cache
 
     data = np.random.default_rng(1).integers(0, 256, (3, 96, 144), dtype=np.uint8)
     with open_raster(write_geotiff(tmp_path / "one_metre.tif", data)) as source:
-        size, why = auto_tile_size(source, model)
+        size, why, far = auto_tile_size(source, model)
         index, stats = build_index(source, model)
-    assert size == 48 and "48 px tiles (1 m pixels, 48 m tiles)" in why
+    assert size == 48 and "48 px tiles (1 m pixels, 48 m tiles)" in why and not far
     assert index.meta["grid"]["tile_size_px"] == 48 and stats.tiles_total == 2 * 3
     with open_raster(write_geotiff(tmp_path / "coarse.tif", data, pixel_m=300.0)) as source:
-        size, why = auto_tile_size(source, model)
-    assert size == 8 and "expect weaker results" in why  # 48 m would be a fraction of a pixel
+        size, why, far = auto_tile_size(source, model)
+    assert size == 8 and far and "expect weaker results" in why  # 48 m would be a fraction of a pixel
     with open_raster(write_geotiff(tmp_path / "plain.tif", data, crs=None)) as source:
         assert auto_tile_size(source, model)[0] == 32  # no CRS: one raster pixel per model pixel
     with open_raster(write_geotiff(tmp_path / "again.tif", data)) as source:

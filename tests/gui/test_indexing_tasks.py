@@ -127,7 +127,8 @@ def test_layer_without_crs_is_indexed_in_its_own_coordinates(plugin, iface, scen
     assert task is not None
     assert any("has no CRS" in text for text in bar_texts(iface))
     wait_idle(plugin.controller)
-    assert any("'no_crs' is indexed" in text for text in bar_texts(iface)), bar_texts(iface)
+    assert any("'no_crs' is indexed" in text and "64 px tiles, as set in the options" in text
+               for text in bar_texts(iface)), bar_texts(iface)
 
 
 def test_query_before_indexing_and_empty_query(plugin, iface, scenes, fresh_cache, qtbot, wait_idle):
@@ -235,3 +236,29 @@ def test_indexes_are_reused_when_the_project_is_opened_again(plugin, iface, scen
     assert plugin.controller.index_task is None
     wait_idle(plugin.controller)
     assert len(plugin.controller.results) == 10
+
+
+def test_automatic_tiles_cover_the_training_ground_and_the_layer_shows_as_indexed(
+        plugin, iface, scenes, fresh_cache, tiny_model_dir, tmp_path, wait_idle):
+    """With no tile size set, the task cuts tiles from the layer's pixel size and the model's training
+    resolution, and the dock finds that index again (the GUI thread computes the same grid)."""
+    import json
+    import shutil
+
+    from rs_text_search.gui.controller import LayerState
+
+    model = tmp_path / "tiny-ucm"
+    shutil.copytree(tiny_model_dir, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["ground_m_per_px"] = 3.0  # 32 px inputs covered 96 m: 96 px tiles on the 1 m scene
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    plugin.controller.set_settings(PluginSettings(model_dir=str(model), provider="cpu", tile_size_px=0))
+    layer = QgsRasterLayer(str(scenes / "massachusetts_22978945_15.tif"), "mass")
+    QgsProject.instance().addMapLayer(layer)
+    assert plugin.controller.index_layers([layer]) is not None
+    wait_idle(plugin.controller)
+    assert any("'mass' is indexed" in text and "96 px tiles (1 m pixels, 96 m tiles)" in text
+               for text in bar_texts(iface)), bar_texts(iface)
+    (folder,) = (fresh_cache / "indexes").iterdir()
+    assert TileIndex.open(folder).meta["grid"]["tile_size_px"] == 96
+    assert dict((lyr.name(), state) for lyr, state in plugin.controller.layer_states())["mass"] == LayerState.INDEXED
