@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=0, help="0: the engine's DEFAULT_READERS")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--save-vectors", default=None, help="write the embeddings to this .npy file")
+    parser.add_argument("--auto-tiles", action="store_true",
+                        help="the engine's automatic tile size (from the pixel size) instead of the input size")
     parser.add_argument("--gdal-cachemax", default=None,
                         help="GDAL_CACHEMAX as a user would set it (e.g. 5%%, GDAL's own default); "
                              "unset: the engine limits the block cache (core.sources.limit_block_cache)")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from rs_text_search.core.index import TileIndex
-    from rs_text_search.core.indexing import DEFAULT_READERS, build_index
+    from rs_text_search.core.indexing import DEFAULT_READERS, build_index, default_grid
     from rs_text_search.core.model import load_model
     from rs_text_search.core.sources import RasterioSource
     from rs_text_search.core.tiling import GridSpec
@@ -61,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     # Tiles at the model's input size (one raster pixel per model pixel), as the in-memory encoder, the
     # stage costs and the user script see them: the same work in every figure. The engine's automatic
     # tile size would add a resampling step on these 1 m mosaics (78 px tiles enlarged to 128).
-    grid = GridSpec(tile_size_px=model.image_size)
     with RasterioSource(args.raster) as source:
+        grid = default_grid(source, model) if args.auto_tiles else GridSpec(tile_size_px=model.image_size)
+        area_km2 = source.width * source.height * abs(source.transform[1] * source.transform[5]) / 1e6
         block_cache_mb = source.block_cache_mb
         index, stats = build_index(source, model, grid, root=Path(args.root), batch_size=batch_size, readers=readers)
     wall = time.perf_counter() - started
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(wall, 3),
         "seconds_encoding": round(stats.seconds_encoding, 3),
         "tiles_per_s": round(stats.tiles_total / wall, 2),
+        "tile_px": grid.tile_size_px,
+        "km2_per_min": round(area_km2 / wall * 60, 1),
         "rss_after_model_load_mib": rss_after_load,
         "peak_rss_after_model_load_mib": peak_after_load,
         "peak_rss_mib": peak_indexing,

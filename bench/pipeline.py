@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .common import REPO_ROOT, ratio, target
+from .sweep import comparable_engine_cases
 
 EFFICIENCY_TARGET = 0.9
 MEMORY_FLAT_TARGET = 1.2  # peak RSS of the large raster / the small one
@@ -204,7 +205,7 @@ def add_interleaved(pipeline: dict[str, Any], block: dict[str, Any]) -> None:
     pipeline["efficiency_interleaved"] = defaults
     pipeline["targets"].append(target(f"same, {size}", defaults, f">= {EFFICIENCY_TARGET}",
                                       None if defaults is None else defaults >= EFFICIENCY_TARGET))
-    others = [(name, c) for name, c in cases.items() if name != "engine defaults"]
+    others = comparable_engine_cases(cases)
     if others:
         name, best = max(others, key=lambda item: item[1]["tiles_per_s_median"])
         value = best.get("efficiency_median")

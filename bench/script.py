@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .common import ratio, target
+from .sweep import comparable_engine_cases
 
 SPEEDUP_TARGET = 3.0
 SCRIPT_BATCH = 32
@@ -133,7 +134,7 @@ def figure(block: dict[str, Any]) -> dict[str, Any]:
                None if per_tile is None else per_tile >= SPEEDUP_TARGET),
         target("engine / batched script (its faster thread setting)", batched, "(reported, no target)", None),
     ]
-    others = [(name, c) for name, c in cases.items() if c["kind"] == "engine" and name != "engine defaults"]
+    others = comparable_engine_cases(cases)
     if others:
         name, best = max(others, key=lambda item: item[1]["tiles_per_s_median"])
         result["best_other"] = {"setting": name, "tiles_per_s": best["tiles_per_s_median"]}

@@ -30,8 +30,15 @@ ENGINE_SETTINGS: list[dict[str, Any]] = [
     {"threads": 1},
     {"batch_size": 64},
     {"batch_size": 32},
+    {"auto_tiles": True},  # other work: tiles of the automatic size (78 px on these 1 m mosaics, enlarged)
 ]
 SCRIPT_VARIANTS = ("per_tile", "per_tile_1thread", "batched", "batched_1thread")
+
+
+def comparable_engine_cases(cases: dict[str, dict]) -> list[tuple[str, dict]]:
+    """Engine cases other than the defaults that index the same tiles (automatic tiles are other work)."""
+    return [(name, case) for name, case in cases.items() if case["kind"] == "engine" and name != ENGINE_DEFAULTS
+            and not case["options"].get("auto_tiles")]
 
 
 def setting_name(options: dict[str, Any]) -> str:
@@ -93,6 +100,8 @@ def run(raster: tuple[Path, dict], model_dir: Path, work: Path, models: dict[str
                 case["encoder_tiles_per_s"].append(encoder)
                 case["efficiency"].append(ratio(result["tiles_per_s"], encoder))
                 case["peak_rss_mib"].append(result["peak_rss_mib"])
+                case.setdefault("km2_per_min", []).append(result["km2_per_min"])
+                case["tile_px"] = result["tile_px"]
                 case["tiles"] = result["tiles_total"]
             else:
                 case = cases.setdefault(spec, {"kind": "script", "tiles_per_s": [], "tiles": []})
@@ -101,7 +110,7 @@ def run(raster: tuple[Path, dict], model_dir: Path, work: Path, models: dict[str
                 case["tiles"].append(count)
                 case["torch_threads"] = threads
     for case in cases.values():
-        for key in ("tiles_per_s", "efficiency", "encoder_tiles_per_s", "peak_rss_mib"):
+        for key in ("tiles_per_s", "efficiency", "encoder_tiles_per_s", "peak_rss_mib", "km2_per_min"):
             values = [v for v in case.get(key, []) if v is not None]
             if values:
                 case[f"{key}_median"] = round(statistics.median(values), 3)

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["resample_band", "resample_nearest"]
+__all__ = ["resample_band", "resample_full", "resample_nearest"]
 
 
 @lru_cache(maxsize=128)
@@ -36,6 +36,11 @@ def _weights(in_size: int, out_size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=128)
+def _sums(in_size: int, out_size: int) -> np.ndarray:
+    return _weights(in_size, out_size).sum(axis=1)
+
+
+@lru_cache(maxsize=128)
 def _nearest(in_size: int, out_size: int) -> np.ndarray:
     return np.minimum(np.floor((np.arange(out_size) + 0.5) * in_size / out_size).astype(int), in_size - 1)
 
@@ -48,11 +53,26 @@ def resample_nearest(values: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return values[_nearest(height, out_h)][:, _nearest(width, out_w)]
 
 
+def resample_full(bands: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """float64 [B, out_h, out_w] of [B, H, W] bands whose every pixel is valid: ``resample_band``'s weights,
+    and the weights' sums as the normaliser instead of a second product with the mask (half the work)."""
+    _, height, width = bands.shape
+    rows, cols = _weights(height, out_h), _weights(width, out_w)
+    # Band by band, each converted on its own: a stacked float64 matmul, or bands sliced from one
+    # float64 array (not 64-byte aligned), took twice as long in OpenBLAS; gathering the two bilinear
+    # taps with numpy indexing instead of the products was slower still (1.0 against 0.4 ms, 78 -> 128).
+    out = np.stack([rows @ band.astype(np.float64) @ cols.T for band in bands])
+    out /= _sums(height, out_h)[:, None] * _sums(width, out_w)[None, :]
+    return out
+
+
 def resample_band(values: np.ndarray, valid: np.ndarray, out_h: int, out_w: int) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values, bool valid) of one band resampled to out_h x out_w; invalid pixels weigh nothing."""
     height, width = values.shape
     if (height, width) == (out_h, out_w):
         return values.astype(np.float64), valid
+    if valid.all():
+        return resample_full(values[None], out_h, out_w)[0], np.ones((out_h, out_w), dtype=bool)
     rows, cols = _weights(height, out_h), _weights(width, out_w)
     weight = valid.astype(np.float64)
     total = rows @ weight @ cols.T

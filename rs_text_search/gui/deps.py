@@ -1,4 +1,4 @@
-"""Dependencies QGIS's Python may lack (onnxruntime, faiss), and how to install them safely.
+"""Dependencies QGIS's Python may lack (onnxruntime, faiss, threadpoolctl), and how to install them safely.
 
 The plugin always loads; when something is missing it says what, and offers to install it into
 a folder outside the plugin folder (a plugin update wipes that) that belongs to this Python
@@ -24,7 +24,7 @@ __all__ = ["REQUIRED", "missing_modules", "dependency_dir", "activate", "python_
            "install_command", "prepare_install", "command_text"]
 
 # import name -> pip distribution name
-REQUIRED = {"onnxruntime": "onnxruntime", "faiss": "faiss-cpu"}
+REQUIRED = {"onnxruntime": "onnxruntime", "faiss": "faiss-cpu", "threadpoolctl": "threadpoolctl"}
 
 
 def python_tag() -> str:
