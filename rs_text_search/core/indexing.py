@@ -166,6 +166,7 @@ def build_index(
 ) -> tuple[TileIndex, IndexingStats]:
     """Index every tile of ``source`` with ``model``; resumes an interrupted run of the same key.
 
+    grid: None uses ``default_grid`` (tiles covering the ground a training image covered).
     batch_size: tiles per encoder call; None: the model's (``model.BATCH_SIZES`` for its provider).
 
     Raises ``Cancelled`` when ``is_cancelled()`` turns true (checked once per batch); what was
