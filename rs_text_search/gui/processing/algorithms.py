@@ -144,7 +144,7 @@ class IndexLayersAlgorithm(_Base):
                 tile_size = self.settings.tile_size_px
                 if not tile_size:
                     tile_size, why, far = auto_tile_size(source, model)
-                    (feedback.reportError if far else feedback.pushInfo)(f"{source.name}: {why}.")
+                    (feedback.pushWarning if far else feedback.pushInfo)(f"{source.name}: {why}.")
                 grid = GridSpec(tile_size, self.settings.overlap)
                 index, stats = build_index(source, model, grid, progress=progress, is_cancelled=feedback.isCanceled)
             except Cancelled as exc:
