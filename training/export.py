@@ -220,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     check = report["check"]
+    if "ground_m_per_px" not in report["manifest"]:
+        print("note: the training images' ground resolution is unknown, so the engine will tile at the model's "
+              "input size; pass --image-ground-m to record it", file=sys.stderr)
     print(json.dumps({"directory": report["directory"], "parity": report["parity"],
+                      "ground_m_per_px": report["manifest"].get("ground_m_per_px"),
                       "engine_max_abs_diff": check["engine_max_abs_diff"], "mR_torch": report["torch_metrics"]["mR"],
                       "mR_engine": check["engine_metrics"]["mR"], "mR_change": check["mR_change"],
                       **report.get("post_process", {})}, indent=2))  # fmt: skip

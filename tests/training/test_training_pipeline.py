@@ -109,6 +109,7 @@ def test_export_then_evaluate_agree(ucm_json: Path, trained_run: Path, tmp_path:
     assert manifest["metrics"]["val"]["n_images"] == 12 and manifest["training"]["epoch"] >= 1
     # UCM-Captions: 0.3048 m pixels, 256 px images shown to the model at its input size
     assert manifest["ground_m_per_px"] == pytest.approx(0.3048 * 256 / manifest["image"]["size"])
+    assert report["ground_m_per_px"] == manifest["ground_m_per_px"]
     results = {}
     for source in (out, trained_run / "best.pt"):
         args = ["--model", str(source), "--data", str(ucm_json), "--split", "val", "--limit", "40", "--json"]
