@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-px", type=int, default=None, help="override the small raster's side")
     parser.add_argument("--search-sizes", default=None, help="comma-separated tile counts, e.g. 10000,100000")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"subset of {','.join(FIGURES)}")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: redraw the charts and BENCHMARKS.md from the results file")
     parser.set_defaults(mode="default")
     return parser.parse_args(argv)
 
@@ -159,6 +161,10 @@ def _timed(run: dict, name: str, work) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        _write_report(_load_results(args.results), args.markdown)
+        print(f"[bench] wrote {args.markdown} from {args.results}", flush=True)
+        return 0
     preset = _preset(args)
     figures = {f.strip() for f in args.figures.split(",") if f.strip()}
     unknown = figures - set(FIGURES)
@@ -234,11 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     _keep_earlier_figures(run, results["runs"].get(args.mode))
     results["runs"][args.mode] = run
     atomic_write_json(args.results, results)
-    from .report import render
-
-    atomic_write_text(args.markdown, render(results))
+    _write_report(results, args.markdown)
     print(f"[bench] wrote {args.results} and {args.markdown} in {run['seconds_total']} s", flush=True)
     return 1 if run["errors"] else 0
+
+
+def _write_report(results: dict[str, Any], markdown: Path) -> None:
+    """BENCHMARKS.md and its charts (PNG files in ``bench/figures/`` beside it), from the results of every run."""
+    from .charts import draw
+    from .report import render
+
+    folder = markdown.parent / "bench" / "figures"
+    charts = {mode: {name: path.relative_to(markdown.parent).as_posix() for name, path in
+                     draw(run, mode, folder).items()} for mode, run in results["runs"].items()}  # fmt: skip
+    atomic_write_text(markdown, render(results, charts))
 
 
 def _inputs(args: argparse.Namespace, preset: Preset, model_dir: Path) -> dict[str, Any]:

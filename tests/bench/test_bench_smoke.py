@@ -43,4 +43,11 @@ def test_bench_tiny_run_writes_results_and_markdown(tmp_path: Path, shared_data:
             assert {"name", "value", "target", "pass"} <= set(line)
     text = markdown.read_text(encoding="utf-8")
     assert "## Run `tiny`" in text and "### 5. Search latency and recall" in text
+    charts = tmp_path / "bench" / "figures"
+    for name in ("search", "pipeline"):  # drawn beside BENCHMARKS.md and linked from it
+        assert (charts / f"tiny_{name}.png").stat().st_size > 10_000
+        assert f"](bench/figures/tiny_{name}.png)" in text
+    again = tmp_path / "again.md"  # --render redraws the report from the results file, measuring nothing
+    assert main(["--render", "--results", str(results), "--markdown", str(again)]) == 0
+    assert again.read_text(encoding="utf-8") == text
     assert not list(tmp_path.glob("work/index-*")), "indexing children must remove their cache folders"
