@@ -101,7 +101,8 @@ def _memory(fig: dict) -> list[str]:
 
     engine = runs["large_engine"]
     out = [f"Memory: peak RSS for the {large:,} px and {small:,} px rasters as the engine runs "
-           f"(GDAL's block cache limited to {engine['gdal_cachemax']}): {pair('engine')}; "
+           f"(the engine limits GDAL's block cache to {str(engine['gdal_cachemax']).removesuffix(' (engine)')}): "
+           f"{pair('engine')}; "
            f"{_n(engine['rss_after_model_load_mib'])} MiB of it is the loaded model."]
     if "large_gdal_default_cache" in runs:
         out.append(f"With GDAL's own default block cache (GDAL_CACHEMAX=5%, 5 % of RAM): {pair('gdal_default_cache')}.")
