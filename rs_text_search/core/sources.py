@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .errors import RasterError
-from .resample import resample_band, resample_full, resample_nearest
+from .resample import resample_band, resample_nearest
 from .tiling import Window
 
 __all__ = ["RasterSource", "RasterioSource", "open_raster", "raster_identity", "limit_block_cache", "PIXEL_TRANSFORM"]
@@ -209,11 +209,8 @@ class RasterioSource:
         if (out_h, out_w) != (window.height, window.width):
             if plan.palette is not None:
                 data = resample_nearest(data[0], out_h, out_w)[None]
-            else:
-                if self._all_valid:
-                    data = resample_full(data, out_h, out_w)
-                else:  # each band averages its own valid pixels, as GDAL does with per-band nodata
-                    data = np.stack([resample_band(band, mask, out_h, out_w)[0] for band, mask in zip(data, masks)])
+            else:  # each band averages its own valid pixels, as GDAL does with per-band nodata
+                data = np.stack([resample_band(band, mask, out_h, out_w)[0] for band, mask in zip(data, masks)])
                 if plan.stretch is None:
                     data = np.clip(np.floor(data + 0.5), 0, 255)  # averages round half up, as in GDAL
             valid = resample_nearest(valid, out_h, out_w)
