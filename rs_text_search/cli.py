@@ -76,7 +76,7 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 def _index(args, model) -> int:
     from tqdm import tqdm
 
-    from .core.indexing import auto_tile_size, build_index
+    from .core.indexing import build_index, choose_tile_size
     from .core.sources import open_raster
     from .core.tiling import GridSpec
 
@@ -87,12 +87,10 @@ def _index(args, model) -> int:
     for source in sources:
         if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
             print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
-        tile_size = args.tile_size
-        if not tile_size:
-            tile_size, why, _ = auto_tile_size(source, model)
-            if not args.json:
-                print(f"{source.name}: {why}.", file=sys.stderr)
-        grid = GridSpec(tile_size, args.overlap)
+        tiles = choose_tile_size(source, model, args.tile_size or 0)
+        if not args.tile_size and not args.json:  # the automatic size is said; a given one is known
+            print(f"{source.name}: {tiles.why}.", file=sys.stderr)
+        grid = GridSpec(tiles.px, args.overlap)
         with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
             def progress(done: int, total: int, bar=bar) -> None:
                 bar.total = total

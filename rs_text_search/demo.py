@@ -118,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .core.export import export_geopackage
-    from .core.indexing import auto_tile_size, build_index
+    from .core.indexing import build_index, choose_tile_size
     from .core.model import load_model
     from .core.search import Searcher
     from .core.sources import open_raster
+    from .core.tiling import GridSpec
 
     try:
         model = load_model(args.model)
@@ -129,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {model.name} ({model.embed_dim}-d, {model.image_size} px input) on {model.provider}")
         print(f"raster: {raster}")
         with open_raster(raster) as source:
-            print(f"tiles: {auto_tile_size(source, model).why}")
+            tiles = choose_tile_size(source, model)
+            print(f"tiles: {tiles.why}")
             with tqdm(desc="indexing", unit="tile", file=sys.stderr) as bar:
                 def progress(done: int, total: int) -> None:
                     bar.total, bar.n = total, done
                     bar.refresh()
 
-                index, stats = build_index(source, model, progress=progress)
+                index, stats = build_index(source, model, GridSpec(tiles.px), progress=progress)
             print(f"indexed {stats.tiles_embedded} tiles ({stats.tiles_skipped_nodata} nodata and "
                   f"{stats.tiles_skipped_constant} constant skipped) in {stats.seconds:.1f} s -> {index.directory}")
             searcher = Searcher(model, [index])

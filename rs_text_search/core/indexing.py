@@ -36,12 +36,12 @@ from threadpoolctl import threadpool_limits
 from .cache import cache_root, index_key
 from .errors import Cancelled, RasterError
 from .index import META_VERSION, STATUS, TileIndex
-from .model import Model
+from .model import Model, manifest_ground_m_per_px
 from .sources import RasterSource
 from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
 __all__ = ["build_index", "IndexingStats", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
-           "default_grid"]
+           "choose_tile_size", "default_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,6 @@ def tile_size_for_ground(model: Model | dict, raster_m: float | None, name: str)
     CRS or a recorded training resolution, one raster pixel is one model pixel.
     ``model``: a loaded Model or its manifest (the plugin decides grids before loading ONNX).
     """
-    from .model import manifest_ground_m_per_px
-
     manifest = model if isinstance(model, dict) else model.manifest
     size = int(manifest["image"]["size"])
     model_m = manifest_ground_m_per_px(manifest)
@@ -128,9 +126,17 @@ def tile_size_for_ground(model: Model | dict, raster_m: float | None, name: str)
     return TileSize(side, f"{side} px tiles ({ground}), the ground the model's training images covered")
 
 
+def choose_tile_size(source: RasterSource, model: Model | dict, tile_size_px: int = 0) -> TileSize:
+    """The tile side to index ``source`` with, and why: ``tile_size_px`` when given (an option or setting),
+    else ``auto_tile_size``."""
+    if tile_size_px:
+        return TileSize(tile_size_px, f"{tile_size_px} px tiles, as set in the options")
+    return auto_tile_size(source, model)
+
+
 def default_grid(source: RasterSource, model: Model | dict, tile_size_px: int = 0, overlap: float = 0.0) -> GridSpec:
-    """The grid used when the caller gives no tile size (0): ``auto_tile_size``."""
-    return GridSpec(tile_size_px or auto_tile_size(source, model).px, overlap)
+    """The grid of ``choose_tile_size``."""
+    return GridSpec(choose_tile_size(source, model, tile_size_px).px, overlap)
 
 
 def index_folder(source: RasterSource, model: Model, grid: GridSpec, root: Path | None = None) -> Path:

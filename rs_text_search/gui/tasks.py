@@ -23,7 +23,7 @@ from qgis.PyQt.QtGui import QImage
 
 from ..core.errors import Cancelled, RsTextSearchError
 from ..core.index import TileIndex
-from ..core.indexing import IndexingStats, TileSize, auto_tile_size, build_index
+from ..core.indexing import IndexingStats, TileSize, build_index, choose_tile_size
 from ..core.search import Searcher, SearchResult
 from ..core.tiling import GridSpec, Window
 from .engine import Engine
@@ -115,9 +115,7 @@ class IndexTask(_Task):
                 self.setProgress(100.0 * (position + done / max(total, 1)) / count)
 
             try:
-                outcome.tiles = (TileSize(self.settings.tile_size_px, f"{self.settings.tile_size_px} px tiles, as set "
-                                          "in the options") if self.settings.tile_size_px
-                                 else auto_tile_size(source, model))
+                outcome.tiles = choose_tile_size(source, model, self.settings.tile_size_px)
                 grid = GridSpec(outcome.tiles.px, self.settings.overlap)
                 index, stats = build_index(source, model, grid, root=self.root, progress=progress,
                                            is_cancelled=self.isCanceled, batch_size=self.batch_size)

@@ -30,7 +30,7 @@ from qgis.core import (
 )
 
 from ...core.errors import Cancelled, RsTextSearchError
-from ...core.indexing import auto_tile_size, build_index
+from ...core.indexing import build_index, choose_tile_size
 from ...core.search import Searcher
 from ...core.tiling import GridSpec
 from ..canvas import crs_string
@@ -141,11 +141,10 @@ class IndexLayersAlgorithm(_Base):
                 feedback.setProgress(100.0 * (position + done / max(total, 1)) / len(self.sources))
 
             try:
-                tile_size = self.settings.tile_size_px
-                if not tile_size:
-                    tile_size, why, far = auto_tile_size(source, model)
-                    (feedback.pushWarning if far else feedback.pushInfo)(f"{source.name}: {why}.")
-                grid = GridSpec(tile_size, self.settings.overlap)
+                tiles = choose_tile_size(source, model, self.settings.tile_size_px)
+                if not self.settings.tile_size_px:  # the automatic size is said; a given one is known
+                    (feedback.pushWarning if tiles.far else feedback.pushInfo)(f"{source.name}: {tiles.why}.")
+                grid = GridSpec(tiles.px, self.settings.overlap)
                 index, stats = build_index(source, model, grid, progress=progress, is_cancelled=feedback.isCanceled)
             except Cancelled as exc:
                 raise QgsProcessingException(str(exc)) from exc
