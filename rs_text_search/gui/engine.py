@@ -34,7 +34,6 @@ class ModelInfo:
     directory: Path
     name: str
     sha256: str
-    image_size: int
     manifest: dict = field(compare=False, repr=False, default_factory=dict)
 
     def grid(self, settings: PluginSettings, ground_m: float | None = None) -> GridSpec:
@@ -61,8 +60,7 @@ class Engine:
         key = (str(directory), stamp)
         if key not in self._info_cache:
             manifest = read_manifest(directory, verify_files=False)
-            self._info_cache[key] = ModelInfo(directory, str(manifest["name"]), model_sha256(manifest),
-                                              int(manifest["image"]["size"]), manifest)
+            self._info_cache[key] = ModelInfo(directory, str(manifest["name"]), model_sha256(manifest), manifest)
         return self._info_cache[key]
 
     def model(self, settings: PluginSettings) -> Model:
