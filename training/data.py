@@ -229,10 +229,12 @@ class Augment:
 
 
 class CaptionDataset(torch.utils.data.Dataset):
-    """One item per image: (pixels [3,S,S], token ids [L], image index, class label).
+    """One item per image: (pixels [3,S,S], token ids [L], positive group, class label).
 
     Each epoch visits every image once with one of its captions drawn at random (seeded by
-    ``seed``, the epoch and the index, so runs and resumed runs are reproducible).
+    ``seed``, the epoch and the index, so runs and resumed runs are reproducible). The positive
+    group is the image index, unless ``groups`` gives another: images of one group count as
+    positives of each other in every objective (a class-folder's images share their captions).
     """
 
     def __init__(
@@ -243,8 +245,10 @@ class CaptionDataset(torch.utils.data.Dataset):
         augment: Augment | None = None,
         cache_size_px: int | None = None,
         seed: int = 0,
+        groups: np.ndarray | None = None,
     ) -> None:
         self.records = records
+        self.groups = np.arange(len(records)) if groups is None else np.asarray(groups)
         self.image_spec = image_spec
         self.augment = augment
         self.seed = seed
@@ -269,7 +273,7 @@ class CaptionDataset(torch.utils.data.Dataset):
             pixels = self.augment(pixels, rng)
         caption = self.caption_offsets[index] + int(rng.integers(0, len(record.captions)))
         batch = torch.from_numpy(preprocess([pixels], self.image_spec)[0])
-        return batch, self.tokens[caption], index, record.label
+        return batch, self.tokens[caption], int(self.groups[index]), record.label
 
 
 def flat_captions(records: list[ImageRecord]) -> tuple[list[str], np.ndarray]:

@@ -24,10 +24,23 @@ import torch
 from rs_text_search.core.preprocess import ImageSpec, preprocess
 
 from .data import ImageRecord, flat_captions, load_image, load_records, spread_subset
+from .folder_data import class_embeddings, load_class_folder, zero_shot_scores
 from .metrics import METRIC_KEYS, evaluate_scores
 from .params import USER_ERRORS, ArgumentParser, ParamsError
+from .tags import load_tags, tag_precision
 
-__all__ = ["load_checkpoint", "embed_torch", "embed_engine", "evaluate", "main"]
+__all__ = ["load_checkpoint", "embed_unique", "embed_torch", "embed_engine", "evaluate", "main"]
+
+
+def embed_unique(embed_texts, captions: list[str]) -> np.ndarray:
+    """``embed_texts`` applied to each distinct caption once, rows expanded back to ``captions``' order.
+
+    UCM repeats captions verbatim across images; embedding each string once keeps such repeats
+    exact ties however the captions would otherwise be batched (batching changed the last bits
+    and mR by up to 0.5).
+    """
+    distinct, inverse = np.unique(np.asarray(captions, dtype=object), return_inverse=True)
+    return np.asarray(embed_texts([str(c) for c in distinct]))[inverse.reshape(-1)]
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -50,6 +63,28 @@ def _pixels(records: list[ImageRecord]) -> list[np.ndarray]:
 
 
 @torch.no_grad()
+def embed_pixels_torch(model: torch.nn.Module, pixels: torch.Tensor, device="cpu", batch_size: int = 64) -> np.ndarray:
+    """Normalised image embeddings [N, D] of preprocessed float32 pixels [N,3,S,S]."""
+    model.eval()
+    parts = [model.encode_image(pixels[i : i + batch_size].to(device), normalize=True).float().cpu()
+             for i in range(0, len(pixels), batch_size)]  # fmt: skip
+    return torch.cat(parts).numpy()
+
+
+def torch_text_embedder(model: torch.nn.Module, tokenize, device="cpu", batch_size: int = 64):
+    """``embed(texts) -> [M, D]`` normalised caption embeddings from a torch model."""
+
+    @torch.no_grad()
+    def embed(texts: list[str]) -> np.ndarray:
+        model.eval()
+        tokens = tokenize(texts)
+        parts = [model.encode_text(tokens[i : i + batch_size].to(device), normalize=True).float().cpu()
+                 for i in range(0, len(tokens), batch_size)]  # fmt: skip
+        return torch.cat(parts).numpy()
+
+    return embed
+
+
 def embed_torch(
     model: torch.nn.Module,
     records: list[ImageRecord],
@@ -57,69 +92,78 @@ def embed_torch(
     tokenize,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
-    pixel_batches: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised image [N, D] and caption [M, D] embeddings from a torch model.
-
-    pixel_batches: already preprocessed float32 [N,3,S,S] (fit caches the validation images).
-    """
-    model.eval()
-    if pixel_batches is None:
-        pixel_batches = torch.from_numpy(preprocess(_pixels(records), image_spec))
-    images = [
-        model.encode_image(pixel_batches[i : i + batch_size].to(device), normalize=True).float().cpu()
-        for i in range(0, len(pixel_batches), batch_size)
-    ]
+    """Normalised image [N, D] and caption [M, D] embeddings from a torch model."""
+    pixels = torch.from_numpy(preprocess(_pixels(records), image_spec))
     captions, _ = flat_captions(records)
-    tokens = tokenize(captions)
-    texts = [
-        model.encode_text(tokens[i : i + batch_size].to(device), normalize=True).float().cpu()
-        for i in range(0, len(tokens), batch_size)
-    ]
-    return torch.cat(images).numpy(), torch.cat(texts).numpy()
+    text_embedder = torch_text_embedder(model, tokenize, device, batch_size)
+    return embed_pixels_torch(model, pixels, device, batch_size), embed_unique(text_embedder, captions)
 
 
 def embed_engine(model_dir: Path, records: list[ImageRecord], provider: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Normalised image and caption embeddings through the engine, as the plugin computes them."""
-    from rs_text_search.core.model import load_model
-
-    engine = load_model(model_dir, provider=provider)
-    images = engine.embed_images(_pixels(records))
+    images, texts, _ = _embedders(model_dir, provider)
     captions, _ = flat_captions(records)
-    return images, engine.embed_texts(captions)
+    return images(_pixels(records)), embed_unique(texts, captions)
+
+
+def _embedders(model: Path, provider: str):
+    """(embed_images(list of uint8 HxWx3) -> [N, D], embed_texts(list[str]) -> [M, D], source name)."""
+    from .models import make_tokenizer
+
+    if model.is_dir() or model.suffix == ".json":
+        from rs_text_search.core.model import load_model
+
+        engine = load_model(model if model.is_dir() else model.parent, provider=provider)
+        return engine.embed_images, engine.embed_texts, "engine"
+    if model.is_file():
+        torch_model, checkpoint = load_checkpoint(model)
+        spec = ImageSpec.from_manifest(checkpoint["image"])
+
+        def images(pixels: list[np.ndarray]) -> np.ndarray:
+            return embed_pixels_torch(torch_model, torch.from_numpy(preprocess(pixels, spec)))
+
+        return images, torch_text_embedder(torch_model, make_tokenizer(checkpoint["tokenizer"])), "torch"
+    raise ValueError(f"model '{model}' is neither a model directory nor a checkpoint file")
 
 
 def evaluate(
     model: str | Path,
-    data: str | Path,
+    data: str | Path | None,
     split: str,
     images_dir: str | Path | None = None,
     rerank: bool = False,
     rerank_top_k: int = 10,
     limit: int = 0,
     provider: str = "cpu",
+    tags: str | Path | None = None,
+    zero_shot: str | Path | None = None,
+    holdout: int = 20,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` (model directory or checkpoint) on ``split``; adds ``rerank`` metrics if asked."""
-    from .models import make_tokenizer
+    """Metrics of ``model`` (model directory or checkpoint).
 
-    path = Path(model)
-    records = load_records(Path(data), split, Path(images_dir) if images_dir else None)
-    records = spread_subset(records, limit)
-    if path.is_dir() or path.suffix == ".json":
-        image_emb, text_emb = embed_engine(path if path.is_dir() else path.parent, records, provider)
-        source = "engine"
-    elif path.is_file():
-        torch_model, checkpoint = load_checkpoint(path)
-        spec = ImageSpec.from_manifest(checkpoint["image"])
-        image_emb, text_emb = embed_torch(torch_model, records, spec, make_tokenizer(checkpoint["tokenizer"]))
-        source = "torch"
-    else:
-        raise ValueError(f"model '{model}' is neither a model directory nor a checkpoint file")
-    _, caption_image = flat_captions(records)
-    sim = image_emb @ text_emb.T
-    result: dict[str, Any] = {"metrics": evaluate_scores(sim, caption_image), "source": source}
-    if rerank:
-        result["rerank"] = evaluate_scores(sim, caption_image, rerank=True, top_k=rerank_top_k)
+    ``data``: retrieval on ``split`` (``metrics``; ``rerank`` too if asked; ``tags``: the tag
+    query figure on the same images). ``zero_shot``: a class folder whose held-out ``val``
+    images (``holdout`` per class, as fit holds them out) are classified with the templates.
+    """
+    embed_images, embed_texts, source = _embedders(Path(model), provider)
+    result: dict[str, Any] = {"source": source}
+    if data is not None:
+        records = spread_subset(load_records(Path(data), split, Path(images_dir) if images_dir else None), limit)
+        captions, caption_image = flat_captions(records)
+        image_emb = embed_images(_pixels(records))
+        sim = image_emb @ embed_unique(embed_texts, captions).T
+        result["metrics"] = evaluate_scores(sim, caption_image)
+        if rerank:
+            result["rerank"] = evaluate_scores(sim, caption_image, rerank=True, top_k=rerank_top_k)
+        if tags is not None:
+            result["tags"] = tag_precision(image_emb, records, load_tags(tags), embed_texts)
+    if zero_shot is not None:
+        folder_val, classes = load_class_folder(zero_shot, "val", holdout)
+        folder_val = spread_subset(folder_val, limit)
+        labels = np.array([r.label for r in folder_val])
+        class_emb = class_embeddings(embed_texts, classes)
+        result["zero_shot"] = zero_shot_scores(embed_images(_pixels(folder_val)), labels, class_emb)
     return result
 
 
@@ -133,11 +177,14 @@ def _table(metrics: dict[str, Any], title: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="exported model directory or training checkpoint (.pt)")
-    parser.add_argument("--data", required=True, help="Karpathy-style caption JSON or filepath,caption CSV")
+    parser.add_argument("--data", help="Karpathy-style caption JSON or filepath,caption CSV (retrieval)")
     parser.add_argument("--split", default="val", help="split to evaluate (the published protocol uses test)")
     parser.add_argument("--images", help="image folder (default: images/ beside the JSON)")
     parser.add_argument("--rerank", action="store_true", help="also report rank-fusion re-ranking")
     parser.add_argument("--rerank-top-k", type=int, default=10)
+    parser.add_argument("--tags", help="UCM multilabels.tsv: also report the object-tag precision@10")
+    parser.add_argument("--zero-shot", help="class folder (e.g. AID): zero-shot top-1/top-5 on its held-out images")
+    parser.add_argument("--holdout", type=int, default=20, help="held-out images per class, as in training.fit")
     parser.add_argument("--limit", type=int, default=0, help="evaluate N images spread over the split (0: all)")
     parser.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="cpu", help="for model directories")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -145,19 +192,36 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if not Path(args.model).exists():
             raise ParamsError(f"model '{args.model}' does not exist")
-        if args.rerank_top_k < 1 or args.limit < 0:
-            raise ParamsError("--rerank-top-k must be at least 1 and --limit zero or positive")
+        if args.data is None and args.zero_shot is None:
+            raise ParamsError("give --data (retrieval), --zero-shot FOLDER, or both")
+        if args.tags is not None and args.data is None:
+            raise ParamsError("--tags needs --data (the tag figure ranks the caption split's images)")
+        if args.rerank_top_k < 1 or args.limit < 0 or args.holdout < 1:
+            raise ParamsError("--rerank-top-k and --holdout must be at least 1 and --limit zero or positive")
         result = evaluate(args.model, args.data, args.split, args.images, args.rerank, args.rerank_top_k,
-                          args.limit, args.provider)  # fmt: skip
+                          args.limit, args.provider, args.tags, args.zero_shot, args.holdout)  # fmt: skip
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result["rerank"] if args.rerank else result["metrics"]))
-    else:
+        shown = dict(result["rerank"] if args.rerank else result.get("metrics", {}))
+        if "tags" in result:
+            shown.update(result["tags"])
+        if "zero_shot" in result:
+            shown.update({f"zs_{k}": v for k, v in result["zero_shot"].items()})
+        print(json.dumps(shown))
+        return 0
+    if "metrics" in result:
         print(_table(result["metrics"], f"{args.model} on {args.split} via {result['source']}"))
-        if args.rerank:
-            print(_table(result["rerank"], f"with re-ranking (top {args.rerank_top_k})"))
+    if args.rerank:
+        print(_table(result["rerank"], f"with re-ranking (top {args.rerank_top_k})"))
+    if "tags" in result:
+        per_tag = ", ".join(f"{k.split('/')[1]} {v:.1f}" for k, v in result["tags"].items() if "/" in k)
+        print(f"object-tag precision@10: {result['tags'].get('tag_p10', 0.0):.3f} ({per_tag})")
+    if "zero_shot" in result:
+        zs = result["zero_shot"]
+        print(f"zero-shot on {args.zero_shot} ({zs['n_images']} held-out images, {zs['n_classes']} classes): "
+              f"top-1 {zs['top1']:.3f}, top-5 {zs['top5']:.3f}")  # fmt: skip
     return 0
 
 

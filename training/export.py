@@ -130,6 +130,8 @@ def export_checkpoint(
 
     metrics = {"val": checkpoint.get("metrics", {}), "val_rerank": checkpoint.get("rerank_metrics", {}),
                f"{split}_torch_fp32": torch_metrics}  # fmt: skip
+    if checkpoint.get("extra_metrics"):  # tag precision@10 and zero-shot accuracy of the selected epoch
+        metrics["val_extra"] = dict(checkpoint["extra_metrics"], selected_by=checkpoint.get("selected_by", "mR"))
     training = {
         "checkpoint": str(checkpoint_path), "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
         "data": checkpoint.get("data", {}), "params": checkpoint.get("params", {}),

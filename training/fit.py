@@ -6,8 +6,10 @@
 AdamW with linear warm-up and cosine decay, gradient clipping, seeded data order and
 augmentation, autocast on CUDA (``--precision amp``), DDP when launched by ``torchrun`` (features
 gathered across processes, with gradients, before the loss). Every epoch (``--eval-every``) the
-validation split is embedded and scored with the published protocol; the best validation mR
-selects ``best.pt``; ``last.pt`` resumes (``--resume auto``). See :mod:`training.runlog`.
+validation split is embedded and scored with the published protocol, plus the object-tag and
+zero-shot figures when their data is given (:mod:`training.validation`); the best validation mR
+(or, with ``--select combined``, the mean of the three) selects ``best.pt``; ``last.pt``
+resumes (``--resume auto``). See :mod:`training.runlog`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data import Augment, CaptionDataset, apply_labels, flat_captions, load_image, load_records, spread_subset
-from .evaluate import embed_torch
+from .data import Augment, CaptionDataset
 from .losses import BidirectionalDistributionMatching, CombinedLoss, InfoNCE, LossBatch, TripletIntraClass
-from .metrics import evaluate_scores
 from .models import (
     build_model,
     count_parameters,
@@ -44,6 +44,8 @@ from .models import (
 )  # fmt: skip
 from .params import FitParams, ParamsError, parse_fit_params
 from .runlog import prepare_run_dir, save_checkpoint, write_history, write_json
+from .sources import SourceSampler, load_sources
+from .validation import Validator, selection_score
 
 __all__ = ["fit", "main"]
 
@@ -177,25 +179,24 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
     tokenizer_spec = tokenizer_spec_for(model_cfg)
     tokenize = make_tokenizer(tokenizer_spec)
 
-    images_dir = Path(p.images) if p.images else None
-    train_records = spread_subset(load_records(Path(p.data), p.train_split, images_dir), p.train_limit)
-    val_records = spread_subset(load_records(Path(p.data), p.val_split, images_dir), p.val_limit)
-    labels = {"none": None, "auto": "ucm" if _looks_like_ucm(p.data) else None}.get(p.labels, p.labels)
-    n_classes = apply_labels(train_records, labels)
+    sources = load_sources(p)
+    train_records, val_records, n_classes = sources.train, sources.val, sources.n_classes
     augment = Augment((p.crop_scale_min, 1.0), p.rotate90, p.flip, p.jitter) if p.augment else None
     cache_px = p.cache_size_px or 2 * image_spec.size_px
-    train_set = CaptionDataset(train_records, tokenize, image_spec, augment, cache_px, seed=p.seed)
-    sampler = torch.utils.data.DistributedSampler(train_set, seed=p.seed) if world > 1 else None
+    train_set = CaptionDataset(train_records, tokenize, image_spec, augment, cache_px, p.seed, sources.groups)
     generator = torch.Generator().manual_seed(p.seed)
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(train_set, seed=p.seed)
+    elif p.data_folder:
+        sampler = SourceSampler(sources.source_of, {1: p.folder_weight}, generator)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=p.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
         num_workers=p.workers, generator=generator,  # workers restart each epoch: they see set_epoch
     )  # fmt: skip
     if len(loader) == 0:
         raise ValueError(f"{len(train_set)} training images make no full batch of {p.batch_size}")
-    for record in val_records:
-        record.pixels = load_image(record.path)  # full resolution, exactly as the engine sees tiles
-    val_pixels = None
+    validator = None  # built at the first validation (decodes the val images at full resolution)
 
     embed_dim = int(model_cfg["embed_dim"])
     loss_fn = _build_loss(p, embed_dim).to(device)
@@ -223,7 +224,8 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
     meta = {
         "command": command, "model_config": model_cfg, "image": image_spec.to_manifest(), "tokenizer": tokenizer_spec,
         "params": p.to_dict(), "data": {"file": str(p.data), "train_split": p.train_split,
-        "val_split": p.val_split, "n_train_images": len(train_records), "n_classes": n_classes},
+        "val_split": p.val_split, "n_train_images": len(train_records), "n_classes": n_classes,
+        "sources": sources.summary},
     }  # fmt: skip
     if rank == 0:
         write_json(run_dir / "params.json", {**meta, "parameters": count_parameters(model),
@@ -234,7 +236,7 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
             break
         train_set.set_epoch(epoch)
         generator.manual_seed(p.seed * 100_003 + epoch)  # data order depends on (seed, epoch): resumable
-        if sampler is not None:
+        if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         trained.train()
         if momentum is not None:
@@ -287,18 +289,19 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
         row.update({k: v / max(batches, 1) for k, v in sums.items()})
         last_epoch = epoch + 1 == p.epochs or bool(p.max_steps and step >= p.max_steps)
         if rank == 0 and ((epoch + 1) % p.eval_every == 0 or last_epoch):
-            if val_pixels is None:
-                from rs_text_search.core.preprocess import preprocess
-
-                val_pixels = torch.from_numpy(preprocess([r.pixels for r in val_records], image_spec))
-            metrics, reranked = _validate(model, val_records, val_pixels, image_spec, tokenize, device, p)
-            row.update({f"val_{k}": v for k, v in metrics.items() if not k.startswith("n_")})
-            row["val_rerank_mR"] = reranked["mR"]
-            if metrics["mR"] > best:
-                best = metrics["mR"]
-                summary.update(best_epoch=epoch + 1, best_mR=best, best_metrics=metrics, best_rerank=reranked)
+            if validator is None:
+                validator = Validator(val_records, image_spec, tokenize, p.rerank_top_k, sources.tag_table,
+                                      sources.folder_val, sources.folder_classes)  # fmt: skip
+            row.update(validator(model, device))
+            metrics, reranked = validator.last
+            score = selection_score(row, p.select)
+            if score > best:
+                best = score
+                extra = {k[4:]: v for k, v in row.items() if k.startswith(("val_tag", "val_zs"))}
+                summary.update(best_epoch=epoch + 1, best_metrics=metrics, best_rerank=reranked, best_extra=extra)
                 save_checkpoint(run_dir / "best.pt", {**meta, "model": model.state_dict(), "epoch": epoch + 1,
-                                                       "step": step, "metrics": metrics, "rerank_metrics": reranked})
+                                                       "step": step, "metrics": metrics, "rerank_metrics": reranked,
+                                                       "extra_metrics": extra, "selected_by": p.select})  # fmt: skip
         if rank == 0:
             history.append(row)
             write_history(run_dir, history)
@@ -311,25 +314,9 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
             _log(row)
         if world > 1:
             dist.barrier()
-    summary.update(steps=step, history=history, best_mR=best)
+    # best: the selection score (val mR unless --select combined); the summary reports the selected epoch's mR
+    summary.update(steps=step, history=history, best_mR=summary.get("best_metrics", {}).get("mR", best))
     return summary
-
-
-def _validate(model, records, pixels, image_spec, tokenize, device, p: FitParams):
-    image_emb, text_emb = embed_torch(model, records, image_spec, tokenize, device, pixel_batches=pixels)
-    _, caption_image = flat_captions(records)
-    sim = image_emb @ text_emb.T
-    metrics = evaluate_scores(sim, caption_image)
-    return metrics, evaluate_scores(sim, caption_image, rerank=True, top_k=p.rerank_top_k)
-
-
-def _looks_like_ucm(data: str) -> bool:
-    import json
-
-    try:
-        return json.loads(Path(data).read_text(encoding="utf-8")).get("dataset", "").upper() == "UCM"
-    except (ValueError, AttributeError):
-        return False
 
 
 def _progress(loader, enabled: bool, description: str):

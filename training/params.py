@@ -89,6 +89,13 @@ class FitParams:
     overwrite: bool
     resume: str | None
     progress: bool
+    # more sources and model selection (defaults keep older checkpoints' params readable)
+    data_folder: str | None = None
+    folder_weight: float = 1.0
+    folder_holdout: int = 20
+    tags: str | None = None
+    tag_captions: int = 0
+    select: str = "mR"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +121,12 @@ def fit_parser() -> ArgumentParser:
     g.add_argument("--val-limit", type=int, default=0, help="use N validation images spread over the split (0: all)")
     g.add_argument("--cache-size-px", type=int, default=0, help="shrink images once to this side (0: 2x input)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--data-folder", help="labelled image folder (one subfolder per class, e.g. AID) mixed in")
+    g.add_argument("--folder-weight", type=float, default=1.0,
+                   help="draws per epoch of each folder image, relative to a caption image's one")
+    g.add_argument("--folder-holdout", type=int, default=20, help="images per class held out for zero-shot val")
+    g.add_argument("--tags", help="UCM multilabels.tsv: object-tag captions and the tag query figure")
+    g.add_argument("--tag-captions", type=int, default=0, help="generated tag captions per training image")
     g = parser.add_argument_group("augmentation")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="disable all augmentation")
     g.add_argument("--crop-scale-min", type=float, default=0.5, help="random resized crop keeps >= this area")
@@ -153,6 +166,8 @@ def fit_parser() -> ArgumentParser:
     g = parser.add_argument_group("evaluation and run folder")
     g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (and after the last)")
     g.add_argument("--rerank-top-k", type=int, default=10, help="candidates re-ranked for the re-rank metrics")
+    g.add_argument("--select", choices=["mR", "combined"], default="mR",
+                   help="best.pt by val mR, or by the mean of mR, 100 x tag precision@10 and 100 x zero-shot top-1")
     g.add_argument("--run-dir", required=True, help="run folder: params.json, metrics.csv, plot, checkpoints")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     g.add_argument("--resume", help="checkpoint to continue from, or 'auto' for RUN_DIR/last.pt")
@@ -170,13 +185,18 @@ def parse_fit_params(argv: list[str] | None) -> FitParams:
     ns = fit_parser().parse_args(argv)
     values = vars(ns)
     _check(Path(ns.data).is_file(), f"caption file '{ns.data}' does not exist")
+    _check(ns.data_folder is None or Path(ns.data_folder).is_dir(), f"image folder '{ns.data_folder}' does not exist")
+    _check(ns.tags is None or Path(ns.tags).is_file(), f"tag table '{ns.tags}' does not exist")
+    _check(ns.tag_captions == 0 or ns.tags is not None, "--tag-captions needs --tags (the multilabels.tsv file)")
+    _check(ns.folder_weight > 0, "--folder-weight must be positive")
+    _check(ns.folder_holdout >= 1, "--folder-holdout must be at least 1")
     _check(ns.images is None or Path(ns.images).is_dir(), f"image folder '{ns.images}' does not exist")
     _check(
         ns.labels in ("auto", "ucm", "none") or Path(ns.labels).is_file(),
         f"--labels must be auto, ucm, none or an existing CSV file, not '{ns.labels}'",
     )
     for name in ("train_limit", "val_limit", "cache_size_px", "workers", "max_steps", "warmup_steps",
-                 "unlocked_text_layers", "unlocked_image_groups", "threads"):  # fmt: skip
+                 "unlocked_text_layers", "unlocked_image_groups", "threads", "tag_captions"):  # fmt: skip
         _check(values[name] >= 0, f"--{name.replace('_', '-')} must be zero or positive")
     for name in ("epochs", "batch_size", "eval_every", "queue_size", "rerank_top_k"):
         _check(values[name] >= 1, f"--{name.replace('_', '-')} must be at least 1")

@@ -147,3 +147,59 @@ def test_int8_export_reports_retrieval_change(trained_run: Path, tmp_path: Path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["ground_m_per_px"] == pytest.approx(0.5 * 256 / manifest["image"]["size"])
     assert report["sizes"]["text.onnx"]["bytes"] < report["sizes"]["text.onnx"]["bytes_fp32"]
+
+
+def test_fit_mixes_a_class_folder_and_tags_then_reports_zero_shot(ucm_json: Path, tiny_config: Path, tmp_path: Path,
+                                                                   capsys) -> None:  # fmt: skip
+    import numpy as np
+    from PIL import Image
+
+    from training.evaluate import main as evaluate_main
+    from training.export import main as export_main
+    from training.fit import main
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "scenes"
+    for name in ("Pond", "RailwayStation", "Desert"):
+        (folder / name).mkdir(parents=True)
+        for i in range(6):  # 6 per class: 4 train, 2 held out
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / name / f"{i}.jpg")
+    tags = ucm_json.parent / "multilabels.tsv"
+    run = tmp_path / "run"
+    argv = ["--data", str(ucm_json), "--run-dir", str(run), "--model", str(tiny_config), "--epochs", "2",
+            "--data-folder", str(folder), "--folder-holdout", "2", "--folder-weight", "2", "--tags", str(tags),
+            "--tag-captions", "2", "--select", "combined", *TRAIN_ARGS]  # fmt: skip
+    assert main(argv) == 0
+    rows = _history(run)
+    assert rows[0]["step"] == "7"  # (32 caption images + 2 x 12 folder images) / batch 8
+    assert 0 <= float(rows[-1]["val_zs_top1"]) <= float(rows[-1]["val_zs_top5"]) <= 1
+    assert 0 <= float(rows[-1]["val_tag_p10"]) <= 1
+    params = json.loads((run / "params.json").read_text())
+    sources = params["data"]["sources"]
+    assert sources["folder"]["classes"] == ["Desert", "Pond", "RailwayStation"]
+    assert sources["folder"]["n_train_images"] == 12 and sources["folder"]["n_val_images"] == 6
+    assert sources["tags"]["captions_per_image"] == 2 and params["data"]["n_classes"] > 3
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["selected_by"] == "combined" and set(best["extra_metrics"]) == {"tag_p10", "zs_top1", "zs_top5"}
+
+    out = tmp_path / "model"
+    assert export_main(["--checkpoint", str(run / "best.pt"), "--out", str(out), "--parity-images", "2"]) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["val_extra"]["zs_top1"] == best["extra_metrics"]["zs_top1"]
+    assert manifest["training"]["data"]["sources"]["folder"]["holdout_per_class"] == 2
+    results = []
+    for source in (out, run / "best.pt"):  # the engine and torch classify the held-out images alike
+        args = ["--model", str(source), "--zero-shot", str(folder), "--holdout", "2", "--json"]
+        assert evaluate_main(args) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1] and results[0]["zs_n_images"] == 6 and results[0]["zs_n_classes"] == 3
+    assert results[0]["zs_top1"] == pytest.approx(best["extra_metrics"]["zs_top1"])
+    assert evaluate_main(["--model", str(out), "--data", str(ucm_json), "--limit", "20", "--tags", str(tags)]) == 0
+    assert "object-tag precision@10" in capsys.readouterr().out
+    assert evaluate_main(["--model", str(out)]) == 2
+    assert main([*argv[:2], "--run-dir", str(tmp_path / "x"), "--tag-captions", "2"]) == 2
+    assert main([*argv[:2], "--run-dir", str(tmp_path / "x"), "--data-folder", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2:] == ["error: --tag-captions needs --tags (the multilabels.tsv file)",
+                        f"error: image folder '{tmp_path / 'none'}' does not exist"]  # fmt: skip
