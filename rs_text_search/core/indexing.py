@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .cache import cache_root, index_key
 from .errors import Cancelled, RasterError
@@ -206,6 +205,9 @@ def build_index(
         # The readers' tile resampling is small numpy matrix products; BLAS's own threads would wake for
         # each one and take the cores from the encoder (78 px tiles enlarged to 128 on 2 cores: 124 tiles/s
         # with OpenBLAS's default threads, 250 with one). Process-wide while this runs, then restored.
+        # Imported here: QGIS loads the plugin (which imports this module) before threadpoolctl is installed.
+        from threadpoolctl import threadpool_limits
+
         with threadpool_limits(limits=1, user_api="blas"):
             encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
                                            is_cancelled, batch_size, readers)

@@ -21,6 +21,7 @@ from ..core.search import SearchResult
 from . import canvas as canvas_tools
 from . import layers as result_layers
 from .crs import qgis_transforms
+from .deps import missing_sentence
 from .engine import Engine, ModelInfo
 from .settings import PluginSettings
 from .source import QgisRasterSource, is_online, layer_ground_m, lookup_identity, partial_index_exists
@@ -101,8 +102,8 @@ class Controller(QObject):
 
     def _ready(self) -> bool:
         if self.missing:
-            self.message(f"{' and '.join(self.missing)} missing from QGIS's Python; use 'Install missing "
-                         "dependencies…' in the plugin menu, then restart QGIS.", CRITICAL)
+            self.message(f"{missing_sentence(self.missing)}; use 'Install missing dependencies…' in the plugin "
+                         "menu, then restart QGIS.", CRITICAL)
             return False
         return True
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication
 
-__all__ = ["REQUIRED", "missing_modules", "dependency_dir", "activate", "python_executable",
+__all__ = ["REQUIRED", "missing_modules", "missing_sentence", "dependency_dir", "activate", "python_executable",
            "install_command", "prepare_install", "command_text"]
 
 # import name -> pip distribution name
@@ -52,6 +52,13 @@ def activate(folder: Path | None = None) -> bool:
 def missing_modules() -> list[str]:
     """Import names of required modules that cannot be found (no import is attempted: it is fast)."""
     return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+
+
+def missing_sentence(missing: list[str]) -> str:
+    """'faiss is missing', 'onnxruntime and faiss are missing', 'a, b and c are missing' (from QGIS's Python)."""
+    names = list(missing)
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{listed} {'is' if len(names) == 1 else 'are'} missing from QGIS's Python"
 
 
 def python_executable() -> str:

@@ -33,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .chooser import LayerChooser
 from .controller import Controller, LayerState
+from .deps import missing_sentence
 from .layers import EXPORT_LAYER_NAME
 from .results import ResultsView
 from .settings import NO_MIN_SCORE
@@ -74,6 +75,7 @@ class SearchDock(QgsDockWidget):
         self._render_layers()
         self._render_indexing()
         self._render_results()
+        self._render_searching(False)
 
     def disconnect_controller(self) -> None:
         for signal, slot in self._connections:
@@ -90,8 +92,10 @@ class SearchDock(QgsDockWidget):
         self.dependencyBanner = QWidget()
         row = QHBoxLayout(self.dependencyBanner)
         row.setContentsMargins(0, 0, 0, 0)
-        missing = " and ".join(self.controller.missing)
-        text = QLabel(f"<b>{missing}</b> is missing from QGIS's Python: searching is off until it is installed.")
+        missing = self.controller.missing
+        text = QLabel(f"{missing_sentence(missing)}: indexing and searching are off until "
+                      f"{'it is' if len(missing) == 1 else 'they are'} installed." if missing else "")
+        text.setObjectName("dependencyText")
         text.setWordWrap(True)
         text.setStyleSheet("color: #9a3412;")
         install = QPushButton("Install…")
@@ -295,7 +299,7 @@ class SearchDock(QgsDockWidget):
         self.refineBar.setVisible(bool(marks))
 
     def _render_searching(self, busy: bool) -> None:
-        self.searchButton.setEnabled(not busy)
+        self.searchButton.setEnabled(not busy and not self.controller.missing)
         self.searchButton.setText("Searching…" if busy else "Search")
 
     def _render_indexing(self) -> None:
@@ -321,7 +325,8 @@ class SearchDock(QgsDockWidget):
         self.statusLabel.setText(text)
         self.statusLabel.setToolTip("\n".join(f"{layer.name()}: {state}" for layer, state in states))
         searchable = indexed > 0 and not self.controller.missing
-        self.searchButton.setToolTip("" if searchable else "Index a raster layer first")
+        self.searchButton.setToolTip("" if searchable else "Install the missing packages first"
+                                     if self.controller.missing else "Index a raster layer first")
 
     def _render_model(self) -> None:
         model = self.controller.engine.loaded_model

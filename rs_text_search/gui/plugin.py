@@ -2,9 +2,10 @@
 
 ``initGui`` checks dependencies first, then adds (in this order) the log handler, the controller,
 the dock, the actions with their menu entries and toolbar icons, the map tool and the canvas
-menu entry, and the Processing provider. ``unload`` removes the same objects in reverse order:
-docks with ``removeDockWidget`` + ``deleteLater``, menu entries under the identical title, the map
-tool, the provider and every signal connection, so loading and unloading leaves nothing behind.
+menu entry, and the Processing provider through ``initProcessing`` (which ``qgis_process`` calls
+alone). ``unload`` removes the same objects in reverse order: docks with ``removeDockWidget`` +
+``deleteLater``, menu entries under the identical title, the map tool, the provider and every
+signal connection, so loading and unloading leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -92,10 +93,18 @@ class RsTextSearchPlugin:
         similar.triggered.connect(self._toggle_tool)
         self.menu_hook = CanvasMenuHook(canvas, self.controller.find_similar_at)
 
-        self.provider = RsTextSearchProvider(self.controller.engine, icon)
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        self.initProcessing()
         if self.missing:
             self._warn_missing()
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS API: qgis_process calls only this one
+        """Register the Processing provider (once; ``initGui`` calls it too, sharing the dock's engine)."""
+        if self.provider is not None:
+            return
+        deps.activate()
+        engine = self.controller.engine if self.controller is not None else None
+        self.provider = RsTextSearchProvider(engine, QIcon(icon_path()))
+        QgsApplication.processingRegistry().addProvider(self.provider)
 
     # -- unload: initGui backwards -----------------------------------------------------------------
     def unload(self) -> None:
@@ -172,8 +181,9 @@ class RsTextSearchPlugin:
 
     def _warn_missing(self) -> None:
         bar = self.iface.messageBar()
-        item = bar.createMessage(PLUGIN_NAME, f"{' and '.join(self.missing)} missing from QGIS's Python; the plugin "
-                                 "cannot index or search until it is installed.")
+        them = "it is" if len(self.missing) == 1 else "they are"
+        item = bar.createMessage(PLUGIN_NAME, f"{deps.missing_sentence(self.missing)}; the plugin cannot index or "
+                                 f"search until {them} installed.")
         button = QPushButton("Install…")
         button.setObjectName("rsInstallFromBar")
         button.clicked.connect(self.show_install)

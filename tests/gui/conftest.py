@@ -1,9 +1,7 @@
 """Fixtures for the plugin tests: one real QgsApplication (offscreen) and a real-widget iface.
 
-``qgis.testing.mocked.get_iface`` needs the ``mock`` package and gives a Mock, so instead
-``FakeIface`` implements the part of ``QgisInterface`` the plugin uses with real objects: a
-QMainWindow with a Raster menu and toolbar, a QgsMapCanvas kept in sync with the project's layer
-tree, a layer tree view and a QgsMessageBar. Calling anything else raises AttributeError.
+``FakeIface`` (``qgis_fakes.py``, importable without pytest) implements the part of
+``QgisInterface`` the plugin uses with real widgets.
 
 QGIS settings go to a temporary folder (QSettings ini files), never to the developer's profile;
 indexes go to a temporary cache through ``RS_TEXT_SEARCH_CACHE``.
@@ -21,16 +19,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("qgis.core", reason="QGIS's Python bindings (python3-qgis) are not installed")
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings  # noqa: E402
-from qgis.gui import (  # noqa: E402
-    QgsLayerTreeMapCanvasBridge,
-    QgsLayerTreeView,
-    QgsMapCanvas,
-    QgsMessageBar,
-)
-from qgis.PyQt.QtCore import QCoreApplication, QEvent, QSettings, Qt  # noqa: E402
-from qgis.PyQt.QtGui import QColor  # noqa: E402
-from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow, QMenu, QVBoxLayout, QWidget  # noqa: E402
+from qgis.core import QgsApplication, QgsProject, QgsSettings  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QSettings  # noqa: E402
+
+from .qgis_fakes import FakeIface, flush_deletes  # noqa: E402
 
 SCENES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scenes"
 TEST_TILE_PX = 64  # tiles of 64 raster pixels, read at the tiny model's 32 px: a few hundred per scene
@@ -68,106 +60,6 @@ def qgis_app(tmp_path_factory: pytest.TempPathFactory):
 def qapp(qgis_app):
     """pytest-qt's application is the QgsApplication."""
     return qgis_app
-
-
-class FakeIface:
-    """The part of ``QgisInterface`` the plugin uses, made of real widgets."""
-
-    def __init__(self) -> None:
-        self.window = QMainWindow()
-        self.window.setObjectName("QgisApp")
-        self.window.setWindowTitle("QGIS — rs_text_search test")
-        self.window.resize(1400, 860)
-        central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(0)
-        self.bar = QgsMessageBar(central)
-        self.canvas = QgsMapCanvas(central)
-        self.canvas.setObjectName("theMapCanvas")
-        self.canvas.setCanvasColor(QColor(255, 255, 255))
-        layout.addWidget(self.bar)
-        layout.addWidget(self.canvas, 1)
-        self.window.setCentralWidget(central)
-        self.raster_menu = self.window.menuBar().addMenu("&Raster")
-        self.raster_toolbar = self.window.addToolBar("Raster")
-        self.raster_toolbar.setObjectName("mRasterToolBar")
-        root = QgsProject.instance().layerTreeRoot()
-        self.bridge = QgsLayerTreeMapCanvasBridge(root, self.canvas)
-        from qgis.core import QgsLayerTreeModel
-
-        self.tree_model = QgsLayerTreeModel(root)
-        self.tree_view = QgsLayerTreeView()
-        self.tree_view.setModel(self.tree_model)
-        layers_dock = QDockWidget("Layers", self.window)
-        layers_dock.setObjectName("Layers")
-        layers_dock.setWidget(self.tree_view)
-        self.window.addDockWidget(Qt.LeftDockWidgetArea, layers_dock)
-
-    # -- QgisInterface ---------------------------------------------------------------------------
-    def mainWindow(self) -> QMainWindow:  # noqa: N802
-        return self.window
-
-    def mapCanvas(self) -> QgsMapCanvas:  # noqa: N802
-        return self.canvas
-
-    def messageBar(self) -> QgsMessageBar:  # noqa: N802
-        return self.bar
-
-    def layerTreeView(self) -> QgsLayerTreeView:  # noqa: N802
-        return self.tree_view
-
-    def activeLayer(self):  # noqa: N802
-        return self.tree_view.currentLayer()
-
-    def addDockWidget(self, area, dock) -> None:  # noqa: N802
-        self.window.addDockWidget(area, dock)
-
-    def removeDockWidget(self, dock) -> None:  # noqa: N802
-        self.window.removeDockWidget(dock)
-
-    def _submenu(self, name: str) -> QMenu | None:
-        for action in self.raster_menu.actions():
-            if action.menu() is not None and action.menu().title() == name:
-                return action.menu()
-        return None
-
-    def addPluginToRasterMenu(self, name: str, action) -> None:  # noqa: N802 - as QgisApp does it
-        menu = self._submenu(name) or self.raster_menu.addMenu(name)
-        menu.addAction(action)
-
-    def removePluginRasterMenu(self, name: str, action) -> None:  # noqa: N802
-        menu = self._submenu(name)
-        if menu is None:
-            return
-        menu.removeAction(action)
-        if not menu.actions():
-            self.raster_menu.removeAction(menu.menuAction())
-            menu.deleteLater()
-
-    def addRasterToolBarIcon(self, action) -> None:  # noqa: N802
-        self.raster_toolbar.addAction(action)
-
-    def removeRasterToolBarIcon(self, action) -> None:  # noqa: N802
-        self.raster_toolbar.removeAction(action)
-
-    # -- for the tests ---------------------------------------------------------------------------
-    def add_raster(self, path: Path, name: str | None = None) -> QgsRasterLayer:
-        layer = QgsRasterLayer(str(path), name or path.stem)
-        assert layer.isValid(), f"QGIS cannot open {path}"
-        QgsProject.instance().addMapLayer(layer)
-        return layer
-
-    def close(self) -> None:
-        self.window.close()
-        self.bridge.deleteLater()
-        self.window.deleteLater()
-
-
-def flush_deletes() -> None:
-    """Run pending deleteLater() calls (they wait for the event loop otherwise)."""
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
-    QCoreApplication.processEvents()
 
 
 @pytest.fixture

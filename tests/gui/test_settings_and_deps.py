@@ -77,6 +77,13 @@ def test_install_command_is_binary_only_outside_the_plugin_and_pins_numpy(qgis_a
     assert deps.missing_modules() == []  # this environment has both
 
 
+def test_missing_sentence_names_every_package_with_the_right_verb():
+    assert deps.missing_sentence(["faiss"]) == "faiss is missing from QGIS's Python"
+    assert deps.missing_sentence(["onnxruntime", "faiss"]) == "onnxruntime and faiss are missing from QGIS's Python"
+    assert deps.missing_sentence(["onnxruntime", "faiss", "threadpoolctl"]).startswith(
+        "onnxruntime, faiss and threadpoolctl are missing")
+
+
 def test_plugin_loads_without_its_dependencies_and_says_what_is_missing(iface, plugin_settings, cache,
                                                                         monkeypatch, qtbot, allow_error_logs):
     monkeypatch.setattr(deps, "missing_modules", lambda: ["faiss"])
@@ -84,9 +91,10 @@ def test_plugin_loads_without_its_dependencies_and_says_what_is_missing(iface, p
     plugin.initGui()
     try:
         texts = [item.text() for item in iface.messageBar().items()]
-        assert any("faiss missing from QGIS's Python" in text for text in texts), texts
+        assert any("faiss is missing from QGIS's Python" in text for text in texts), texts
         assert plugin.dock.dependencyBanner.isVisibleTo(plugin.dock)
         assert not plugin.dock.indexButton.isEnabled()
+        assert not plugin.dock.searchButton.isEnabled()
         plugin.controller.search_text("houses")
         assert plugin.controller.search_task is None
         install = next(a for a in plugin.actions if a.text() == "Install missing dependencies…")

@@ -33,6 +33,7 @@ from ...core.errors import Cancelled, RsTextSearchError
 from ...core.indexing import build_index, choose_tile_size
 from ...core.search import Searcher
 from ...core.tiling import GridSpec
+from .. import deps
 from ..canvas import crs_string
 from ..crs import crs_from_string, qgis_transforms
 from ..engine import Engine
@@ -69,6 +70,14 @@ class _Base(QgsProcessingAlgorithm):
                                             defaultValue=PROVIDERS.index(defaults.provider))
         device.setFlags(device.flags() | device.FlagAdvanced)
         self.addParameter(device)
+
+    def _check_dependencies(self) -> None:
+        """One sentence instead of a ModuleNotFoundError traceback when QGIS's Python lacks a package."""
+        missing = deps.missing_modules()
+        if missing:
+            raise QgsProcessingException(f"{deps.missing_sentence(missing)}; install "
+                                         f"{'it' if len(missing) == 1 else 'them'} with 'Install missing "
+                                         "dependencies…' in the RS Text Search menu, then restart QGIS.")
 
     def _settings(self, parameters: dict, context: QgsProcessingContext) -> PluginSettings:
         settings = PluginSettings.load()
@@ -115,6 +124,7 @@ class IndexLayersAlgorithm(_Base):
         self.addOutput(QgsProcessingOutputString("INDEXES", "Index folders"))
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 - main thread
+        self._check_dependencies()
         self.settings = self._settings(parameters, context)
         self.settings.tile_size_px = self.parameterAsInt(parameters, "TILE_SIZE", context)
         self.settings.overlap = self.parameterAsDouble(parameters, "OVERLAP", context)
@@ -173,6 +183,7 @@ class _SearchBase(_Base):
                                                             QgsProcessing.TypeVectorPolygon))
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 - main thread
+        self._check_dependencies()
         self.settings = self._settings(parameters, context)
         try:
             info = self.engine.model_info(self.settings)
