@@ -7,7 +7,8 @@
   results layer unless that one was kept;
 - ``export_results_layer`` writes a GeoPackage with ``QgsVectorFileWriter`` (no second GDAL) and
   saves the layer style into it (``layer_styles`` table) as the default, so it opens styled. The
-  file is written beside the target and renamed onto it once complete.
+  file is written beside the target and renamed onto it once complete. The style leaves out the
+  plugin's results marker, so an exported layer added to a map is never removed as a temporary one.
 """
 
 from __future__ import annotations
@@ -148,9 +149,11 @@ def style_results_layer(layer: QgsVectorLayer) -> None:
 
 
 def results_layers(project: QgsProject | None = None) -> list[QgsVectorLayer]:
+    """The plugin's own results layers: memory layers it marked. A file (an export) is the analyst's data,
+    even when an older export's saved style carries the mark."""
     project = project or QgsProject.instance()
     return [layer for layer in project.mapLayers().values() if layer.customProperty(RESULTS_PROPERTY, False)
-            in (True, "true", 1)]
+            in (True, "true", 1) and layer.providerType() == "memory"]
 
 
 def remove_temporary_results(project: QgsProject | None = None) -> None:
@@ -215,6 +218,8 @@ def _save_style(layer: QgsVectorLayer, gpkg: Path) -> None:
     document = QDomDocument()
     layer.exportNamedStyle(document)
     written.importNamedStyle(document)
+    for marker in (RESULTS_PROPERTY, KEPT_PROPERTY):  # the saved style must not make the export 'temporary'
+        written.removeCustomProperty(marker)
     problem = written.saveStyleToDatabase(STYLE_NAME, "Search results: colour by score, labelled by rank",
                                           True, "")
     del written

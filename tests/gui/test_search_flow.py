@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from qgis.core import QgsProject, QgsRectangle
+from qgis.core import QgsProject, QgsRectangle, QgsVectorLayer
 from qgis.gui import QgsMapToolPan
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QDialogButtonBox, QFileDialog, QMenu
@@ -225,12 +225,35 @@ def test_export_geopackage_with_fields_and_style(indexed, iface, qtbot, wait_idl
     table, style_name, default, qml = rows[0]
     assert table == EXPORT_LAYER_NAME and style_name == "rs_text_search" and default
     assert "graduatedSymbol" in qml and 'fieldName="rank"' in qml
+    assert RESULTS_PROPERTY not in qml, "the saved style must not mark the export as a temporary results layer"
 
     # "Add to map" in the message bar opens it styled from the GeoPackage.
     button = iface.messageBar().findChild(type(plugin.dock.exportButton), "addExportButton")
     qtbot.mouseClick(button, Qt.LeftButton)
     [added] = QgsProject.instance().mapLayersByName("matches")
     assert added.featureCount() == 10 and added.renderer().type() == "graduatedSymbol"
+    # Opened again later (Add Vector Layer), it is the analyst's data too.
+    reopened = QgsVectorLayer(f"{target}|layername={EXPORT_LAYER_NAME}", "matches again", "ogr")
+    QgsProject.instance().addMapLayer(reopened)
+    ids = {added.id(), reopened.id()}
+
+    # The next search and unloading the plugin replace only the temporary results layer.
+    search(plugin, qtbot, wait_idle, "a pond")
+    assert ids <= set(QgsProject.instance().mapLayers()), "an exported layer vanished after the next search"
+    plugin.unload()
+    assert ids <= set(QgsProject.instance().mapLayers()), "an exported layer vanished when the plugin unloaded"
+
+
+def test_an_older_export_whose_style_carries_the_mark_is_kept(indexed, qtbot, wait_idle, tmp_path):
+    """Exports made before the fix saved the results marker in their style; they are files, so they stay."""
+    plugin, _ = indexed
+    search(plugin, qtbot, wait_idle, "parking lot with cars")
+    target = plugin.controller.export(str(tmp_path / "old.gpkg"), add_to_project=False)
+    old = QgsVectorLayer(f"{target}|layername={EXPORT_LAYER_NAME}", "old export", "ogr")
+    old.setCustomProperty(RESULTS_PROPERTY, True)
+    QgsProject.instance().addMapLayer(old)
+    search(plugin, qtbot, wait_idle, "a pond")
+    assert QgsProject.instance().mapLayer(old.id()) is not None
 
 
 def test_minimum_score_filters_results(indexed, iface, qtbot, wait_idle):
