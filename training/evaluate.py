@@ -127,6 +127,28 @@ def _embedders(model: Path, provider: str):
     raise ValueError(f"model '{model}' is neither a model directory nor a checkpoint file")
 
 
+# test-time views of a nadir image: k quarter turns, optionally after a left-right flip
+TTA_VIEWS = {
+    "none": [(0, False)],
+    "rot4": [(k, False) for k in range(4)],
+    "d8": [(k, flip) for k in range(4) for flip in (False, True)],
+}
+
+
+def with_views(embed_images, tta: str):
+    """``embed_images`` averaged over the :data:`TTA_VIEWS` of ``tta`` and normalised again."""
+    views = TTA_VIEWS[tta]
+    if len(views) == 1:
+        return embed_images
+
+    def embed(pixels: list[np.ndarray]) -> np.ndarray:
+        total = sum(embed_images([np.ascontiguousarray(np.rot90(p[:, ::-1] if flip else p, k)) for p in pixels])
+                    for k, flip in views)  # fmt: skip
+        return total / np.linalg.norm(total, axis=1, keepdims=True)
+
+    return embed
+
+
 def evaluate(
     model: str | Path,
     data: str | Path | None,
@@ -139,14 +161,17 @@ def evaluate(
     tags: str | Path | None = None,
     zero_shot: str | Path | None = None,
     holdout: int = 20,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Metrics of ``model`` (model directory or checkpoint).
 
     ``data``: retrieval on ``split`` (``metrics``; ``rerank`` too if asked; ``tags``: the tag
     query figure on the same images). ``zero_shot``: a class folder whose held-out ``val``
     images (``holdout`` per class, as fit holds them out) are classified with the templates.
+    ``tta``: average each image's embedding over rotations (``rot4``) or rotations and flips (``d8``).
     """
     embed_images, embed_texts, source = _embedders(Path(model), provider)
+    embed_images = with_views(embed_images, tta)
     result: dict[str, Any] = {"source": source}
     if data is not None:
         records = spread_subset(load_records(Path(data), split, Path(images_dir) if images_dir else None), limit)
@@ -186,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zero-shot", help="class folder (e.g. AID): zero-shot top-1/top-5 on its held-out images")
     parser.add_argument("--holdout", type=int, default=20, help="held-out images per class, as in training.fit")
     parser.add_argument("--limit", type=int, default=0, help="evaluate N images spread over the split (0: all)")
+    parser.add_argument("--tta", choices=list(TTA_VIEWS), default="none",
+                        help="average image embeddings over 4 rotations or the 8 rotations and flips")
     parser.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="cpu", help="for model directories")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     try:
@@ -199,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rerank_top_k < 1 or args.limit < 0 or args.holdout < 1:
             raise ParamsError("--rerank-top-k and --holdout must be at least 1 and --limit zero or positive")
         result = evaluate(args.model, args.data, args.split, args.images, args.rerank, args.rerank_top_k,
-                          args.limit, args.provider, args.tags, args.zero_shot, args.holdout)  # fmt: skip
+                          args.limit, args.provider, args.tags, args.zero_shot, args.holdout, args.tta)  # fmt: skip
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
