@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the project's environment on a Debian 12 machine (called by `make setup`).
-#  1. QGIS 3.22 from Debian (python3-qgis) when `qgis.core` cannot be imported by /usr/bin/python3;
+#  1. QGIS 3.22 from Debian (python3-qgis) when `qgis.core` cannot be imported by /usr/bin/python3,
+#     and the desktop package (qgis, with qgis_process) when qgis_process is missing;
 #  2. .venv from /usr/bin/python3 with --system-site-packages, so QGIS, PyQt5 and GDAL come from Debian;
 #  3. pinned requirements, constrained so that pip never replaces numpy with 2.x nor installs PyQt5.
 set -euo pipefail
@@ -12,6 +13,13 @@ if ! "$SYSTEM_PYTHON" -c "import qgis.core" >/dev/null 2>&1 || ! "$SYSTEM_PYTHON
   echo "setup: installing QGIS (python3-qgis) and python3-venv from Debian..."
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-qgis qgis-providers python3-venv >/dev/null
+fi
+
+# qgis_process (Debian package 'qgis') runs the plugin's Processing algorithms in the tests.
+if [ ! -x /usr/bin/qgis_process.bin ]; then
+  echo "setup: installing QGIS desktop and qgis_process (qgis) from Debian..."
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends qgis >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
