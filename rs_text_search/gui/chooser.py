@@ -1,7 +1,8 @@
 """The "Index layers" dialog: tick one, several or all raster layers of the project.
 
-Each row says whether the layer is already indexed with the current model, partly indexed (a
-cancelled run that will resume) or unreadable; layers that still need work are ticked at first.
+Each row says whether the layer is already indexed with the current model and tile size, indexed
+with another tile size, partly indexed (a cancelled run that will resume) or unreadable; layers
+that still need work are ticked at first.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class LayerChooser(QDialog):
             item = QListWidgetItem(f"{layer.name()}  —  {state}")
             item.setData(LAYER_ROLE, layer.id())
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            wanted = state in (LayerState.NOT_INDEXED, LayerState.PARTIAL)
+            wanted = state in (LayerState.NOT_INDEXED, LayerState.PARTIAL, LayerState.OTHER_GRID)
             item.setCheckState(Qt.CheckState.Checked if wanted else Qt.CheckState.Unchecked)
             if state == LayerState.UNREADABLE:
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)

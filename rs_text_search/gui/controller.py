@@ -39,6 +39,7 @@ _LOG_LEVELS = {CRITICAL: logging.ERROR, WARNING: logging.WARNING}
 
 class LayerState:
     INDEXED, PARTIAL, NOT_INDEXED, UNREADABLE = "indexed", "partly indexed", "not indexed", "unreadable"
+    OTHER_GRID = "indexed with another tile size"  # searchable; indexing again makes the current grid's
 
 
 class Controller(QObject):
@@ -140,11 +141,16 @@ class Controller(QObject):
             except RasterError:
                 states.append((layer, LayerState.UNREADABLE))
                 continue
-            ground_m = layer_ground_m(layer) if info else None
-            if info and self.engine.indexes_for(identity, info, self.settings, candidates, ground_m):
+            if info is None:
+                states.append((layer, LayerState.NOT_INDEXED))
+                continue
+            ground_m = layer_ground_m(layer)
+            if self.engine.indexes_for(identity, info, self.settings, candidates, ground_m, current_grid_only=True):
                 states.append((layer, LayerState.INDEXED))
-            elif info and partial_index_exists(identity, info.sha256, info.grid(self.settings, ground_m).to_dict()):
+            elif partial_index_exists(identity, info.sha256, info.grid(self.settings, ground_m).to_dict()):
                 states.append((layer, LayerState.PARTIAL))
+            elif self.engine.indexes_for(identity, info, self.settings, candidates, ground_m):
+                states.append((layer, LayerState.OTHER_GRID))
             else:
                 states.append((layer, LayerState.NOT_INDEXED))
         return states
@@ -357,6 +363,7 @@ class Controller(QObject):
         if task.example_tile:
             request = replace(request, tiles=request.tiles + [task.example_tile], point=None)
         self.request, self.results, self.thumbnails = request, task.results, task.thumbnails
+        self._highlight.clear()  # the outlined tile belonged to the previous results
         self._show_layer(task)
         self.resultsChanged.emit()
         if not task.results:

@@ -317,11 +317,13 @@ class SearchDock(QgsDockWidget):
 
     def _render_layers(self) -> None:
         states = self.controller.layer_states()
-        indexed = sum(1 for _, state in states if state == LayerState.INDEXED)
+        indexed = sum(1 for _, state in states if state in (LayerState.INDEXED, LayerState.OTHER_GRID))
+        other_grid = sum(1 for _, state in states if state == LayerState.OTHER_GRID)
         if not states:
             text = "No raster layer in the project"
         else:
-            text = f"{indexed} of {len(states)} raster layer{'s' if len(states) != 1 else ''} indexed"
+            text = f"{indexed} of {len(states)} raster layer{'s' if len(states) != 1 else ''} indexed" \
+                + (f" ({other_grid} with another tile size)" if other_grid else "")
         self.statusLabel.setText(text)
         self.statusLabel.setToolTip("\n".join(f"{layer.name()}: {state}" for layer, state in states))
         searchable = indexed > 0 and not self.controller.missing

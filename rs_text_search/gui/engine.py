@@ -87,19 +87,22 @@ class Engine:
         return list_indexes(model_sha256=model_sha)
 
     def indexes_for(self, identity: dict, info: ModelInfo, settings: PluginSettings,
-                    candidates: list[TileIndex] | None = None, ground_m: float | None = None) -> list[TileIndex]:
+                    candidates: list[TileIndex] | None = None, ground_m: float | None = None,
+                    current_grid_only: bool = False) -> list[TileIndex]:
         """Finished indexes of one raster identity made by the model; the current grid first.
 
         Online layers (identity without a file path) may have several indexes, one per indexed
         extent; all of them are returned. A file has one: the current grid's (``ground_m``: its pixel
-        size, for the automatic tile size), else the newest.
+        size, for the automatic tile size), else the newest on another grid (searching still works
+        after the tile size changed) unless ``current_grid_only``.
         """
         candidates = self.all_indexes(info.sha256) if candidates is None else candidates
         grid = info.grid(settings, ground_m).to_dict()
         if "path" in identity:
             same = [i for i in candidates if i.meta["raster"].get("identity") == identity]
             current = [i for i in same if i.meta.get("grid") == grid]
-            chosen = current or sorted(same, key=lambda i: i.meta.get("created", ""))[-1:]
+            older = [] if current_grid_only else sorted(same, key=lambda i: i.meta.get("created", ""))[-1:]
+            chosen = current or older
         else:
             chosen = [i for i in candidates
                       if i.meta["raster"].get("identity", {}).get("source") == identity.get("source")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
@@ -62,6 +63,41 @@ def test_cancel_midway_then_resume(plugin, iface, scenes, fresh_cache, slow_read
     wait_idle(controller)
     assert any(f"resumed after {kept} tiles" in text for text in bar_texts(iface)), bar_texts(iface)
     assert TileIndex.open(folder).complete and _catalog_rows(folder) == BIG_SCENE_TILES
+    assert dock.statusLabel.text() == "1 of 1 raster layer indexed"
+
+
+def test_a_new_tile_size_asks_for_indexing_again_and_resumes_after_cancel(plugin, iface, scenes, fresh_cache,
+                                                                         slow_reads, qtbot, wait_idle):
+    """Issue 13: the old grid kept the layer 'indexed' and unticked; after a cancel, the chooser was empty."""
+    from rs_text_search.gui.controller import LayerState
+
+    layer = iface.add_raster(scenes / BIG_SCENE)
+    controller, dock = plugin.controller, plugin.dock
+    controller.set_settings(replace(controller.settings, tile_size_px=128))
+    controller.index_layers([layer])
+    wait_idle(controller)
+    assert controller.layer_states() == [(layer, LayerState.INDEXED)]
+
+    controller.set_settings(replace(controller.settings, tile_size_px=64))
+    assert controller.layer_states() == [(layer, LayerState.OTHER_GRID)]
+    assert dock.statusLabel.text() == "1 of 1 raster layer indexed (1 with another tile size)"
+    dock.choose_layers()
+    assert [x.id() for x in dock.chooser.checked_layers()] == [layer.id()], "ticked: it needs the new grid"
+    dock.chooser.accept()
+    task = controller.index_task
+    qtbot.waitUntil(lambda: 10 <= task.progress() < 60, timeout=30_000)
+    controller.cancel_indexing()
+    wait_idle(controller)
+    assert any("Index the layer again to resume" in text for text in bar_texts(iface)), bar_texts(iface)
+    assert controller.layer_states() == [(layer, LayerState.PARTIAL)]
+
+    dock.choose_layers()  # what the message asks for leads to the layer, ticked
+    assert [x.id() for x in dock.chooser.checked_layers()] == [layer.id()]
+    dock.chooser.accept()
+    wait_idle(controller)
+    assert not any("Choose at least one" in text for text in bar_texts(iface)), bar_texts(iface)
+    assert any("resumed after" in text for text in bar_texts(iface)), bar_texts(iface)
+    assert controller.layer_states() == [(layer, LayerState.INDEXED)]
     assert dock.statusLabel.text() == "1 of 1 raster layer indexed"
 
 

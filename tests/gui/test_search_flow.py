@@ -94,6 +94,12 @@ def test_click_zooms_and_flashes(indexed, iface, qtbot, wait_idle):
     assert extent.contains(tile)
     assert extent.width() < 6 * tile.width(), "the map zoomed in to the tile"
     assert plugin.controller._highlight.band is not None
+    band = plugin.controller._highlight.band
+    assert band in iface.mapCanvas().items()
+
+    # The outline belonged to those results: the next search takes it off the map.
+    search(plugin, qtbot, wait_idle, "a pond")
+    assert plugin.controller._highlight.band is None and band not in iface.mapCanvas().items()
 
 
 def _right_click_menu_action(qtbot, canvas, pixel: QPoint, text: str) -> bool:
