@@ -123,7 +123,8 @@ def fit_parser() -> ArgumentParser:
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     g.add_argument("--data-folder", help="labelled image folder (one subfolder per class, e.g. AID) mixed in")
     g.add_argument("--folder-weight", type=float, default=1.0,
-                   help="draws per epoch of each folder image, relative to a caption image's one")
+                   help="draws per epoch of each folder image, relative to a caption image's one "
+                        "(0: train on none, only report zero-shot accuracy on the held-out images)")
     g.add_argument("--folder-holdout", type=int, default=20, help="images per class held out for zero-shot val")
     g.add_argument("--tags", help="UCM multilabels.tsv: object-tag captions and the tag query figure")
     g.add_argument("--tag-captions", type=int, default=0, help="generated tag captions per training image")
@@ -188,7 +189,7 @@ def parse_fit_params(argv: list[str] | None) -> FitParams:
     _check(ns.data_folder is None or Path(ns.data_folder).is_dir(), f"image folder '{ns.data_folder}' does not exist")
     _check(ns.tags is None or Path(ns.tags).is_file(), f"tag table '{ns.tags}' does not exist")
     _check(ns.tag_captions == 0 or ns.tags is not None, "--tag-captions needs --tags (the multilabels.tsv file)")
-    _check(ns.folder_weight > 0, "--folder-weight must be positive")
+    _check(ns.folder_weight >= 0, "--folder-weight must not be negative")
     _check(ns.folder_holdout >= 1, "--folder-holdout must be at least 1")
     _check(ns.images is None or Path(ns.images).is_dir(), f"image folder '{ns.images}' does not exist")
     _check(

@@ -76,12 +76,14 @@ def _plot(path: Path, history: list[dict[str, Any]]) -> None:
     left.set_xlabel("epoch")
     left.set_ylabel("training loss (epoch mean)")
     left.legend(fontsize=8)
-    for key, label in (("val_mR", "val mR"), ("val_rerank_mR", "val mR, re-ranked")):
-        points = [(row["epoch"], row[key]) for row in history if row.get(key, "") != ""]
+    for key, label, scale in (("val_mR", "val mR", 1), ("val_rerank_mR", "val mR, re-ranked", 1),
+                              ("val_tag_p10", "tag precision@10 x 100", 100),
+                              ("val_zs_top1", "zero-shot top-1 x 100", 100)):  # fmt: skip
+        points = [(row["epoch"], scale * float(row[key])) for row in history if row.get(key, "") != ""]
         if points:
             right.plot(*zip(*points, strict=True), marker="o", label=label)
     right.set_xlabel("epoch")
-    right.set_ylabel("mean recall (%)")
+    right.set_ylabel("validation figures (%)")
     if right.lines:
         right.legend(fontsize=8)
     fig.tight_layout()
@@ -92,13 +94,16 @@ def _plot(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def summarize(run_dirs: list[Path]) -> str:
-    """Markdown table of each run's best validation epoch (from its metrics.csv)."""
-    lines = ["| run | best epoch | i2t R@1/5/10 | t2i R@1/5/10 | val mR | re-ranked mR | s/epoch |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    """Markdown table of each run's best validation epoch by mR (from its metrics.csv).
+
+    Tag precision@10 and zero-shot top-1 are those of the same epoch ("-" when not measured).
+    """
+    lines = ["| run | best epoch | i2t R@1/5/10 | t2i R@1/5/10 | val mR | re-ranked mR | tag P@10 | zero-shot top-1 "
+             "| s/epoch |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for run in run_dirs:
         path = Path(run) / "metrics.csv"
         if not path.is_file():
-            lines.append(f"| {Path(run).name} | (no metrics yet) | | | | | |")
+            lines.append(f"| {Path(run).name} | (no metrics yet) | | | | | | | |")
             continue
         with open(path, newline="", encoding="utf-8") as handle:
             rows = [r for r in csv.DictReader(handle) if r.get("val_mR")]
@@ -107,9 +112,10 @@ def summarize(run_dirs: list[Path]) -> str:
         best = max(rows, key=lambda r: float(r["val_mR"]))
         recall = {d: "/".join(f"{float(best[f'val_{d}_r{k}']):.1f}" for k in (1, 5, 10)) for d in ("i2t", "t2i")}
         seconds = sum(float(r["seconds"]) for r in rows) / len(rows)
+        extra = [f"{float(best[k]):.3f}" if best.get(k) else "-" for k in ("val_tag_p10", "val_zs_top1")]
         lines.append(f"| {Path(run).name} | {best['epoch']} of {rows[-1]['epoch']} | {recall['i2t']} | "
                      f"{recall['t2i']} | {float(best['val_mR']):.2f} | {float(best['val_rerank_mR']):.2f} | "
-                     f"{seconds:.0f} |")  # fmt: skip
+                     f"{extra[0]} | {extra[1]} | {seconds:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
 
