@@ -8,7 +8,7 @@ RASTER ?=
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup test lint demo model bench bench-quick package deploy clean
+.PHONY: setup test lint demo model bench bench-quick package model-zip deploy clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,10 @@ demo: setup
 clean:
 	rm -rf build dist demo_output tests/artifacts .pytest_cache .ruff_cache
 
-# The installable plugin zip: the package (no tests, no training code), metadata.txt and the icon
-# inside the plugin folder, and the bundled model(s) under rs_text_search/resources/models/.
+# The installable plugin zip: the package without the command line and demo (no tests, no training
+# code, no model), metadata.txt, the icon and LICENSE inside the plugin folder. The model is a separate
+# download (`make model-zip`): the plugin finds the folder it is unzipped into once chosen in its
+# settings, and still finds a model placed in rs_text_search/resources/models/ of the plugin folder.
 PLUGIN := rs_text_search
 PLUGIN_VERSION = $(shell sed -n 's/^version=//p' metadata.txt)
 PACKAGE_BUILD ?= build/package
@@ -41,12 +43,24 @@ package:
 	mkdir -p "$(PACKAGE_BUILD)" "$(DIST)"
 	cp -R $(PLUGIN) "$(PACKAGE_BUILD)/$(PLUGIN)"
 	find "$(PACKAGE_BUILD)" -name '__pycache__' -prune -exec rm -rf {} +
-	rm -rf "$(PACKAGE_BUILD)/$(PLUGIN)/tests" "$(PACKAGE_BUILD)/$(PLUGIN)/training"
-	cp metadata.txt icon.svg "$(PACKAGE_BUILD)/$(PLUGIN)/"
-	mkdir -p "$(PACKAGE_BUILD)/$(PLUGIN)/resources/models"
-	if [ -d resources/models ]; then cp -R resources/models/. "$(PACKAGE_BUILD)/$(PLUGIN)/resources/models/"; fi
+	rm -rf "$(PACKAGE_BUILD)/$(PLUGIN)/tests" "$(PACKAGE_BUILD)/$(PLUGIN)/training" "$(PACKAGE_BUILD)/$(PLUGIN)/resources"
+	rm -f "$(PACKAGE_BUILD)/$(PLUGIN)/cli.py" "$(PACKAGE_BUILD)/$(PLUGIN)/__main__.py" "$(PACKAGE_BUILD)/$(PLUGIN)/demo.py"
+	cp metadata.txt icon.svg LICENSE "$(PACKAGE_BUILD)/$(PLUGIN)/"
 	cd "$(PACKAGE_BUILD)" && zip -q -r -X "$(PLUGIN_ZIP)" $(PLUGIN)
 	@echo "wrote $(PLUGIN_ZIP)"
+
+# The model as its own download: dist/rs_text_search-model-<name>-<version>.zip holds one folder
+# <name>/ (manifest.json, ONNX files, vocab). Unzip it anywhere and choose that folder in the plugin's
+# settings (or pass it to the command line's --model).
+MODEL_NAME ?= rs-default
+MODEL_ZIP = $(abspath $(DIST))/$(PLUGIN)-model-$(MODEL_NAME)-$(PLUGIN_VERSION).zip
+model-zip:
+	@test -f "resources/models/$(MODEL_NAME)/manifest.json" || \
+	  { echo "resources/models/$(MODEL_NAME) has no manifest.json (see 'make model')" >&2; exit 1; }
+	rm -f "$(MODEL_ZIP)"
+	mkdir -p "$(DIST)"
+	cd resources/models && zip -q -r -X "$(MODEL_ZIP)" "$(MODEL_NAME)" -x '*/__pycache__/*'
+	@echo "wrote $(MODEL_ZIP)"
 
 # Development: link the working tree into a QGIS profile (QGIS_PROFILE=default, or set PLUGINS_DIR);
 # it replaces whatever is installed there as rs_text_search.

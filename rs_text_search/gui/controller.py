@@ -120,7 +120,8 @@ class Controller(QObject):
             return self.engine.model_info(self.settings)
         except (ModelError, OSError) as exc:
             if not quiet:
-                self.message(f"{exc} Choose a model folder in the RS Text Search settings.", CRITICAL)
+                hint = "" if "settings" in str(exc) else " Choose a model folder in the RS Text Search settings."
+                self.message(f"{exc}{hint}", CRITICAL)
             return None
 
     # -- layers and their indexes --------------------------------------------------------------

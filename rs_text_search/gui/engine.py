@@ -2,6 +2,8 @@
 
 Shared by the dock's controller, the tasks and the Processing algorithms:
 
+- ``plugin_model_dir`` finds the model: the folder chosen in the settings (or the one model folder
+  inside it: where the model zip was unzipped), else the model bundled with the plugin or checkout;
 - ``model_info`` reads a model's manifest only (cheap, GUI thread) to know its name and identity,
   so the dock can tell which layers are indexed before the ONNX sessions are loaded;
 - ``model`` loads the ONNX sessions once per (folder, provider) and is safe to call from tasks;
@@ -16,15 +18,36 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import ModelError
 from ..core.index import TileIndex, list_indexes
 from ..core.indexing import tile_size_for_ground
-from ..core.model import Model, load_model, model_sha256, read_manifest, resolve_model_dir
+from ..core.model import DEFAULT_MODEL_NAME, Model, load_model, model_sha256, read_manifest, resolve_model_dir
 from ..core.tiling import GridSpec
 from .settings import PluginSettings
 
-__all__ = ["Engine", "ModelInfo"]
+__all__ = ["Engine", "ModelInfo", "plugin_model_dir", "MODEL_ZIP_HINT"]
 
 log = logging.getLogger(__name__)
+
+
+# The plugin zip ships without the model; `make model-zip` builds it as a separate download.
+MODEL_ZIP_HINT = (f"No model is installed yet; unzip the model download (rs_text_search-model-{DEFAULT_MODEL_NAME}"
+                  "-<version>.zip) into any folder and choose that folder in the RS Text Search settings.")
+
+
+def plugin_model_dir(model_dir: str = "") -> Path:
+    """The model folder for the settings' ``model_dir``; raises ModelError with one sentence."""
+    if model_dir:
+        folder = Path(model_dir).expanduser()
+        if folder.is_dir() and not (folder / "manifest.json").is_file():
+            inner = sorted(path.parent for path in folder.glob("*/manifest.json"))
+            if len(inner) == 1:  # the folder the model zip was unzipped into
+                return inner[0].resolve()
+        return resolve_model_dir(folder)
+    try:
+        return resolve_model_dir(None)  # bundled: in the plugin folder when present, or the source checkout
+    except ModelError:
+        raise ModelError(MODEL_ZIP_HINT) from None
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class Engine:
     # -- the model ---------------------------------------------------------------------------
     def model_info(self, settings: PluginSettings) -> ModelInfo:
         """Manifest-level identity of the configured model; raises ModelError with one sentence."""
-        directory = resolve_model_dir(settings.model_dir or None)
+        directory = plugin_model_dir(settings.model_dir)
         stamp = (directory / "manifest.json").stat().st_mtime if (directory / "manifest.json").exists() else 0.0
         key = (str(directory), stamp)
         if key not in self._info_cache:
@@ -65,7 +88,7 @@ class Engine:
 
     def model(self, settings: PluginSettings) -> Model:
         """The loaded model for the settings (loaded on first use; any thread)."""
-        directory = str(resolve_model_dir(settings.model_dir or None))
+        directory = str(plugin_model_dir(settings.model_dir))
         key = (directory, settings.provider)
         with self._lock:
             if self._model is None or self._model_key != key:

@@ -1,4 +1,5 @@
-"""metadata.txt is complete, `make package` builds a zip QGIS's plugin loader accepts, and the
+"""metadata.txt is complete, `make package` builds a zip QGIS's plugin loader accepts (without the
+model, which `make model-zip` ships apart and the plugin finds once its folder is chosen), and the
 plugin never brings a second GDAL/PROJ (rasterio, pyproj, pyogrio, shapely) into QGIS."""
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def test_metadata_is_complete_and_read_once():
     missing = [key for key in REQUIRED if not general.get(key, "").strip()]
     assert not missing, f"metadata.txt lacks {missing}"
     assert general["qgisMinimumVersion"] == "3.22" and general["hasProcessingProvider"] == "yes"
+    # QGIS 4 (Qt6) is offered the plugin only once supportsQt6 is declared after a check on Qt6.
+    assert general["qgisMaximumVersion"] == "3.99" and "supportsQt6" not in general
+    assert not general["email"].endswith(".example") and general["license"] == "GPL-2.0-or-later"
+    assert "GNU GENERAL PUBLIC LICENSE" in (REPO / "LICENSE").read_text(encoding="utf-8")
     assert (REPO / general["icon"]).is_file()
     assert metadata()["name"] == general["name"] and Path(icon_path()).name == general["icon"]
 
@@ -41,10 +46,11 @@ def test_make_package_builds_an_installable_zip(tmp_path):
     names = zipfile.ZipFile(archive).namelist()
     assert all(name.startswith("rs_text_search/") for name in names)
     for expected in ("rs_text_search/__init__.py", "rs_text_search/metadata.txt", "rs_text_search/icon.svg",
-                     "rs_text_search/gui/plugin.py", "rs_text_search/core/model.py",
-                     "rs_text_search/resources/models/"):
+                     "rs_text_search/LICENSE", "rs_text_search/gui/plugin.py", "rs_text_search/core/model.py"):
         assert expected in names, expected
     assert not [n for n in names if "/tests/" in n or "/training/" in n or "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if "/resources/" in n or n.endswith((".onnx", "cli.py", "__main__.py", "demo.py"))]
+    assert archive.stat().st_size < 1_000_000, "the plugin alone is code: the model is a separate download"
 
     plugins = tmp_path / "plugins"
     zipfile.ZipFile(archive).extractall(plugins)
@@ -62,11 +68,41 @@ def test_make_package_builds_an_installable_zip(tmp_path):
         "module = sys.modules['rs_text_search']\n"
         f"assert module.__file__.startswith({str(plugins)!r}), module.__file__\n"
         "print(utils.pluginMetadata('rs_text_search', 'name'))\n"
+        "from rs_text_search.core.errors import ModelError\n"
+        "from rs_text_search.gui.engine import Engine\n"
+        "from rs_text_search.gui.settings import PluginSettings\n"
+        "try:\n"
+        "    Engine().model_info(PluginSettings())\n"
+        "except ModelError as exc:\n"
+        "    print(exc)\n"
     )
     checked = subprocess.run([sys.executable, "-c", loader], capture_output=True, text=True, timeout=120,
                              cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.strip().splitlines()[-1] == "RS Text Search"
+    name, no_model = checked.stdout.strip().splitlines()[-2:]
+    assert name == "RS Text Search"
+    assert no_model.startswith("No model is installed yet; unzip the model download"), no_model
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="the zip command is not installed")
+def test_make_model_zip_is_found_once_its_folder_is_chosen(qgis_app, tmp_path):
+    from rs_text_search.gui.engine import Engine
+    from rs_text_search.gui.settings import PluginSettings
+
+    if not (REPO / "resources" / "models" / "rs-default" / "manifest.json").is_file():
+        pytest.skip("no bundled model in resources/models/rs-default")
+    run = subprocess.run(["make", "-s", "model-zip", f"DIST={tmp_path / 'dist'}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    [archive] = list((tmp_path / "dist").glob("rs_text_search-model-rs-default-*.zip"))
+    names = zipfile.ZipFile(archive).namelist()
+    assert "rs-default/manifest.json" in names and all(n.startswith("rs-default/") for n in names)
+    chosen = tmp_path / "my models"
+    zipfile.ZipFile(archive).extractall(chosen)
+    # The folder the analyst unzipped into, or the model folder itself: both work.
+    for folder in (chosen, chosen / "rs-default"):
+        info = Engine().model_info(PluginSettings(model_dir=str(folder)))
+        assert info.name == "rs-default" and info.directory == (chosen / "rs-default").resolve()
 
 
 def test_the_plugin_never_loads_a_second_gdal_or_proj(scenes):
