@@ -1,7 +1,8 @@
 """The "Install missing dependencies" dialog: shows the exact pip command, runs it on request.
 
 pip runs in a ``QProcess`` (QGIS stays responsive) and its output is shown as it comes. Nothing
-is installed without the analyst pressing Install.
+is installed without the analyst pressing Install. Before, the interpreter is checked to be QGIS's
+own and to have pip; after, the packages count as installed only when a fresh interpreter imports them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class InstallDialog(QDialog):
         intro = QLabel(
             f"RS Text Search needs <b>{', '.join(self.missing)}</b>, which QGIS's Python does not have.<br>"
             f"They can be installed into <tt>{self.folder}</tt> (outside the plugin folder, for this Python "
-            "only) as ready-made wheels, keeping the numpy QGIS uses. This runs:")
+            "only) as ready-made wheels in versions that work with the numpy QGIS uses, without touching "
+            "QGIS's own packages. This runs:")
         intro.setWordWrap(True)
         layout.addWidget(intro)
         self.commandView = QPlainTextEdit(deps.command_text(self.command))
@@ -58,7 +60,12 @@ class InstallDialog(QDialog):
     def install(self) -> None:
         if self.process is not None:
             return
-        command = deps.prepare_install(self.missing, self.folder)
+        problem = deps.interpreter_problem(self.command[0])
+        if problem:
+            self.outputView.appendPlainText(problem)
+            return
+        command = self.command
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.installButton.setEnabled(False)
         self.outputView.appendPlainText("$ " + deps.command_text(command))
         self.process = QProcess(self)
@@ -82,11 +89,15 @@ class InstallDialog(QDialog):
     def _done(self, exit_code: int, _status) -> None:
         self.process = None
         if exit_code == 0:
-            deps.activate(self.folder)
-            still = deps.missing_modules()
-            self.outputView.appendPlainText(
-                "Installed. Restart QGIS to use the plugin." if not still else f"Still missing: {', '.join(still)}")
-            log.info("dependencies installed into %s", self.folder)
+            problem = deps.verify_import(self.missing, self.folder, self.command[0])
+            if problem is None:
+                deps.activate(self.folder)
+                self.outputView.appendPlainText("Installed and checked by importing them. Restart QGIS to use "
+                                                "the plugin.")
+                log.info("dependencies installed into %s", self.folder)
+            else:
+                self.outputView.appendPlainText(f"pip finished, but importing them still fails: {problem}")
+                self.installButton.setEnabled(True)
         else:
             self.outputView.appendPlainText(f"pip stopped with exit code {exit_code}; nothing was changed in QGIS.")
             self.installButton.setEnabled(True)

@@ -63,6 +63,10 @@ def main(out: Path, extra_path: str | None = None) -> int:
                                        if b.objectName() in ("rsInstallFromBar", "installButton"))
     plugin.show_install()
     report["install_command"] = plugin.dialogs[-1].commandView.toPlainText()
+    from rs_text_search.gui import deps
+
+    report["numpy"] = deps.numpy_version()
+    report["interpreter_problem"] = deps.interpreter_problem()
 
     messages = []
 

@@ -60,21 +60,45 @@ def test_options_dialog_edits_a_copy(clean_settings, qtbot):
     assert original.model_dir == "/a"
 
 
-def test_install_command_is_binary_only_outside_the_plugin_and_pins_numpy(qgis_app, tmp_path):
-    import numpy
-
+def test_install_command_uses_qgis_python_pins_versions_and_installs_no_dependencies(qgis_app, tmp_path):
     folder = deps.dependency_dir(str(tmp_path / "profile"))
     plugin_folder = Path(rs_text_search.__file__).resolve().parent
     assert plugin_folder not in folder.parents
     assert folder.name == deps.python_tag() and f"{sys.version_info.major}{sys.version_info.minor}" in folder.name
-    command = deps.prepare_install(["onnxruntime", "faiss"], folder)
-    assert command[1:5] == ["-m", "pip", "install", "--only-binary=:all:"]
+    command = deps.install_command(["onnxruntime", "faiss"], folder)
+    assert command[1:6] == ["-m", "pip", "install", "--only-binary=:all:", "--no-deps"]
     assert command[command.index("--target") + 1] == str(folder)
-    constraints = Path(command[command.index("--constraint") + 1])
-    assert constraints.read_text() == f"numpy=={numpy.__version__}\n"
-    assert command[-2:] == ["onnxruntime", "faiss-cpu"]
-    assert Path(deps.python_executable()).name.startswith("python")
-    assert deps.missing_modules() == []  # this environment has both
+    assert [c for c in command if "==" in c] == deps.pinned_requirements(["onnxruntime", "faiss"])
+    assert not [c for c in command if c.startswith("numpy")], "QGIS's numpy is never installed or replaced"
+    # The interpreter QGIS embeds (here the one the virtual environment was made from), not PATH's.
+    python = deps.python_executable()
+    assert Path(python).name.startswith("python") and Path(python).parent == Path(sys.base_exec_prefix) / "bin"
+    assert deps.interpreter_problem(python) is None
+    shim = tmp_path / "python3"  # e.g. a pyenv shim on PATH, resolving to another Python
+    shim.write_text("#!/bin/sh\necho 3 8 /root/.pyenv/versions/3.8.18\n")
+    shim.chmod(0o755)
+    assert "is not the Python QGIS runs" in deps.interpreter_problem(str(shim))
+    assert deps.missing_modules() == []  # this environment has them
+
+
+def test_pins_follow_qgis_numpy_and_python():
+    debian_qgis = deps.pinned_requirements(["onnxruntime", "faiss", "threadpoolctl"], "1.24.2", (3, 11))
+    assert debian_qgis == ["onnxruntime==1.32.0", "faiss-cpu==1.8.0", "threadpoolctl==3.8.0"]
+    assert deps.pinned_requirements(["faiss"], "1.26.4", (3, 11)) == ["faiss-cpu==1.15.1"]
+    assert deps.pinned_requirements(["faiss"], "2.1.0", (3, 12)) == ["faiss-cpu==1.15.1"]
+    assert deps.pinned_requirements(["onnxruntime"], "1.22.0", (3, 9)) == ["onnxruntime==1.19.2"]
+
+
+def test_installed_means_importable_in_a_fresh_interpreter(qgis_app, tmp_path):
+    python = deps.python_executable()
+    empty = tmp_path / "deps"
+    empty.mkdir()
+    assert "No module named 'faiss'" in deps.verify_import(["faiss"], empty, python), "QGIS's Python lacks faiss"
+    (empty / "faiss").mkdir()
+    (empty / "faiss" / "__init__.py").write_text("raise ImportError('a broken wheel')\n")
+    assert "a broken wheel" in deps.verify_import(["faiss"], empty, python)
+    (empty / "faiss" / "__init__.py").write_text("")
+    assert deps.verify_import(["faiss"], empty, python) is None
 
 
 def test_missing_sentence_names_every_package_with_the_right_verb():
@@ -102,7 +126,7 @@ def test_plugin_loads_without_its_dependencies_and_says_what_is_missing(iface, p
         install.trigger()
         [dialog] = plugin.dialogs
         command = dialog.findChild(QPlainTextEdit, "commandView").toPlainText()
-        assert "--only-binary=:all:" in command and "faiss-cpu" in command and "--constraint" in command
+        assert "--only-binary=:all:" in command and "--no-deps" in command and "faiss-cpu==" in command
         dialog.reject()
     finally:
         plugin.unload()

@@ -46,7 +46,11 @@ def test_plugin_loads_in_a_qgis_python_without_the_optional_packages(tmp_path):
     assert sentence in report["banner"]
     assert "Install missing dependencies…" in report["menu"]
     assert report["install_buttons"] == ["installButton", "rsInstallFromBar"]
-    assert "onnxruntime faiss-cpu threadpoolctl" in report["install_command"]
+    # QGIS's own interpreter, pinned versions that work with its numpy, nothing QGIS already has.
+    assert report["install_command"].startswith(f"{SYSTEM_PYTHON}.") and "--no-deps" in report["install_command"]
+    faiss = "faiss-cpu==1.8.0" if tuple(int(x) for x in report["numpy"].split(".")[:2]) < (1, 25) else "faiss-cpu=="
+    assert faiss in report["install_command"] and "numpy" not in report["install_command"].split("--target")[1]
+    assert report["interpreter_problem"] is None
     assert not report["search_enabled"] and not report["index_enabled"]
     for algorithm_id, outcome in report["algorithms"].items():
         assert not outcome["ok"], algorithm_id
