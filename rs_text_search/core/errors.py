@@ -22,6 +22,14 @@ class IndexMismatchError(RsTextSearchError):
     """An index was made by another model or tile grid and must not be mixed in."""
 
 
+class IndexDamagedError(RsTextSearchError):
+    """An index folder is damaged or unfinished; the next ``index`` run of its raster rebuilds it."""
+
+
+class CacheError(RsTextSearchError):
+    """The cache folder cannot be created or written (permissions, a full disk)."""
+
+
 class QueryError(RsTextSearchError):
     """The query is empty, names a tile that does not exist, or has nothing to search."""
 

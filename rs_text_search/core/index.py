@@ -9,6 +9,11 @@ Folder layout (``<cache>/indexes/<key>/``)::
     index.faiss     inner-product index over the embedded tiles, written once the run completes
     ids.npy         position in index.faiss -> tile index
 
+An index is checked before it is trusted (``core.integrity``: recorded sizes and checksums, SQLite's
+quick_check, counts); one that fails is skipped by searches with one sentence saying why, and rebuilt
+by the next ``build_index`` of its raster. Reads open the catalog read-only (``mode=ro``, or
+``immutable=1`` where the cache cannot be written), so another user's or a read-only cache searches.
+
 Exact search (``IndexFlatIP``) is used below ``APPROXIMATE_MIN_TILES`` tiles, HNSW above; see
 BENCHMARKS.md for the measurements behind the switch-over size.
 """
@@ -16,16 +21,22 @@ BENCHMARKS.md for the measurements behind the switch-over size.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_path, atomic_write_json, cache_root
-from .errors import IndexMismatchError, QueryError
+from .cache import atomic_path, atomic_write_json
+from .errors import IndexDamagedError, IndexMismatchError, QueryError
+from .integrity import INDEX_FILES, file_record, index_problem
+from .tiling import Window, window_corners
 
-__all__ = ["TileIndex", "TileRecord", "STATUS", "APPROXIMATE_MIN_TILES", "list_indexes", "make_faiss_index"]
+__all__ = ["TileIndex", "TileRecord", "STATUS", "APPROXIMATE_MIN_TILES", "TILE_ID_PATTERN",
+           "list_indexes", "make_faiss_index"]
 
 META_VERSION = 1
 APPROXIMATE_MIN_TILES = 200_000
@@ -40,6 +51,9 @@ HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 512
 FINALIZE_CHUNK_TILES = 2048  # rows per fetch while building the faiss index: about 6 MiB in flight
 STATUS = {"embedded": 1, "nodata": 2, "constant": 3}
+# <first 8 hex digits of the index key>:<row>:<col>, ASCII digits without leading zeros: one spelling per tile,
+# so an example tile is always recognised (and excluded from its own results).
+TILE_ID_PATTERN = re.compile(r"([0-9a-f]{8}):(0|[1-9][0-9]*):(0|[1-9][0-9]*)", re.ASCII)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tiles (
@@ -55,6 +69,17 @@ CREATE INDEX IF NOT EXISTS tiles_bounds ON tiles (minx, maxx, miny, maxy);
 """
 
 
+class _Catalog(sqlite3.Connection):
+    """A read-only connection that ``with`` also closes (sqlite3's own only commits): every connection left
+    open keeps the catalog's -wal file, which a reader that cannot write then depends on."""
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self.close()
+
+
 @dataclass(frozen=True)
 class TileRecord:
     """A catalogued tile, as search results and exports need it."""
@@ -66,6 +91,7 @@ class TileRecord:
     window: tuple[int, int, int, int]  # col_off, row_off, width, height (pixels)
     bounds: tuple[float, float, float, float]  # raster CRS
     corners_lonlat: list | None
+    corners: list  # [[x, y] x 4] in the raster CRS, clockwise from top-left (rotation-safe)
 
 
 def make_faiss_index(vectors: np.ndarray, approximate: bool | None = None):
@@ -112,6 +138,7 @@ class TileIndex:
         self.meta = meta
         self._faiss = None
         self._ids: np.ndarray | None = None
+        self._verified = False
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
@@ -125,11 +152,40 @@ class TileIndex:
             raise IndexMismatchError(f"The index in '{directory}' was made by another version; re-index it.")
         return cls(directory, meta)
 
-    def connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.directory / "catalog.sqlite", timeout=30)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.executescript(_SCHEMA)
-        return connection
+    def connect(self, read_only: bool = False) -> sqlite3.Connection:
+        """The catalog; ``read_only`` never writes (not even the schema) and works on a cache this user
+        cannot write, where the catalog is opened immutable (SQLite then needs no -shm file beside it)."""
+        path = self.directory / "catalog.sqlite"
+        if not read_only:
+            connection = sqlite3.connect(path, timeout=30)  # ``with`` is one transaction; close it yourself
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+            return connection
+        if not path.is_file():
+            raise IndexDamagedError(self.damaged_sentence("its catalog is missing"))
+        # A WAL catalog opened mode=ro needs its -shm file, or a folder it may create one in; without either,
+        # and with no -wal left behind (finalize checkpoints it away), immutable=1 reads the file as it is.
+        writable = os.access(self.directory, os.W_OK) and os.access(path, os.W_OK)
+        immutable = not writable and not Path(f"{path}-wal").exists()
+        uri = f"{path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}"
+        return sqlite3.connect(uri, uri=True, timeout=30, factory=_Catalog)
+
+    def problem(self, deep: bool = False) -> str | None:
+        """Why this index cannot be searched, as a phrase ("its file ids.npy is missing"), or None."""
+        if deep and self._verified:
+            return None
+        found = index_problem(self.directory, self.meta, lambda: self.connect(read_only=True), STATUS, deep)
+        self._verified = deep and found is None
+        return found
+
+    def damaged_sentence(self, problem: str) -> str:
+        return f"The index of '{self.raster_name}' cannot be used ({problem}); index the raster again to rebuild it."
+
+    def verify(self) -> None:
+        """Raise ``IndexDamagedError`` unless the deep checks pass (made once per object)."""
+        problem = self.problem(deep=True)
+        if problem:
+            raise IndexDamagedError(self.damaged_sentence(problem))
 
     def write_meta(self) -> None:
         atomic_write_json(self.directory / "meta.json", self.meta)
@@ -165,11 +221,19 @@ class TileIndex:
         return f"{self.key[:8]}:{row}:{col}"
 
     def parse_tile_id(self, tile_id: str) -> int | None:
-        """The tile index within this index for a tile id, or None when it belongs to another index."""
-        parts = tile_id.split(":")
-        if len(parts) != 3 or parts[0] != self.key[:8] or not (parts[1].isdigit() and parts[2].isdigit()):
+        """The tile index within this index for a tile id, or None when it is not one of this index's.
+
+        Strict (``TILE_ID_PATTERN``); raises QueryError for this index's key with a row or column
+        outside its grid, which would otherwise alias another tile.
+        """
+        match = TILE_ID_PATTERN.fullmatch(tile_id)
+        if match is None or match[1] != self.key[:8]:
             return None
-        return int(parts[1]) * self.n_cols + int(parts[2])
+        (n_rows, n_cols), row, col = self.meta["grid_shape"], int(match[2]), int(match[3])
+        if row >= n_rows or col >= n_cols:
+            raise QueryError(f"Tile {tile_id} is outside the grid of '{self.raster_name}' (rows 0 to {n_rows - 1}, "
+                             f"columns 0 to {n_cols - 1}).")
+        return row * n_cols + col
 
     def check_model(self, model_sha256: str) -> None:
         if self.meta["model"]["sha256"] != model_sha256:
@@ -179,13 +243,13 @@ class TileIndex:
             )
 
     def counts(self) -> dict[str, int]:
-        with self.connect() as db:
+        with self.connect(read_only=True) as db:
             rows = dict(db.execute("SELECT status, COUNT(*) FROM tiles GROUP BY status").fetchall())
         return {name: int(rows.get(code, 0)) for name, code in STATUS.items()}
 
     def counts_total(self) -> int:
         """Tiles in the catalog, whatever their status (0 for a run that wrote nothing yet)."""
-        with self.connect() as db:
+        with self.connect(read_only=True) as db:
             return int(db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0])
 
     # -- faiss -----------------------------------------------------------------------------------
@@ -195,7 +259,7 @@ class TileIndex:
 
         dim = int(self.meta["model"]["embed_dim"])
         embedded = (STATUS["embedded"],)
-        with self.connect() as db:
+        with closing(self.connect()) as db:
             count = int(db.execute("SELECT COUNT(*) FROM tiles WHERE status = ?", embedded).fetchone()[0])
             index = make_faiss_index(np.zeros((0, dim), np.float32), approximate=count >= APPROXIMATE_MIN_TILES)
             exact = _preallocated_vectors(index, count)
@@ -213,6 +277,7 @@ class TileIndex:
                 filled += len(rows)
             if exact is not None:
                 index.ntotal = filled
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a finished catalog is one file, readable read-only
         with atomic_path(self.directory / "ids.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, ids)
         with atomic_path(self.directory / "index.faiss") as tmp:
@@ -220,19 +285,26 @@ class TileIndex:
         self.meta["complete"] = True
         self.meta["index_type"] = type(index).__name__
         self.meta["counts"] = self.counts()
+        self.meta["files"] = {name: file_record(self.directory / name) for name in INDEX_FILES}
         self.write_meta()
         self._faiss, self._ids = index, ids
+        self._verified = True
 
     def _load(self):
         if self._faiss is None:
             import faiss
 
-            if not self.complete:
-                raise QueryError(f"The index of '{self.raster_name}' is not finished; index the raster again.")
-            self._faiss = faiss.read_index(str(self.directory / "index.faiss"))
-            if isinstance(self._faiss, faiss.IndexHNSWFlat):
-                self._faiss.hnsw.efSearch = HNSW_EF_SEARCH
-            self._ids = np.load(self.directory / "ids.npy")
+            self.verify()
+            try:
+                index = faiss.read_index(str(self.directory / "index.faiss"))
+                ids = np.load(self.directory / "ids.npy", allow_pickle=False)
+            except (RuntimeError, ValueError, OSError):  # only reached by an index made before checksums
+                raise IndexDamagedError(self.damaged_sentence("its files cannot be read")) from None
+            if ids.ndim != 1 or index.ntotal != len(ids) or len(ids) != self.meta.get("counts", {}).get("embedded"):
+                raise IndexDamagedError(self.damaged_sentence("its files disagree on the number of tiles"))
+            if isinstance(index, faiss.IndexHNSWFlat):
+                index.hnsw.efSearch = HNSW_EF_SEARCH
+            self._faiss, self._ids = index, ids
         return self._faiss, self._ids
 
     def __len__(self) -> int:
@@ -285,28 +357,47 @@ class TileIndex:
         if not tile_indexes:
             return {}
         marks = ",".join("?" * len(tile_indexes))
-        with self.connect() as db:
+        with self.connect(read_only=True) as db:
             rows = db.execute(
                 "SELECT id, row, col, col_off, row_off, width, height, minx, miny, maxx, maxy, corners_lonlat "
                 f"FROM tiles WHERE id IN ({marks})", [int(t) for t in tile_indexes]).fetchall()
+        transform = tuple(self.meta["raster"]["transform"])
         return {
             r[0]: TileRecord(self.tile_id(r[0]), r[0], r[1], r[2], tuple(r[3:7]), tuple(r[7:11]),
-                             json.loads(r[11]) if r[11] else None)
+                             json.loads(r[11]) if r[11] else None, window_corners(transform, Window(*r[3:7])))
             for r in rows
         }
 
+    @property
+    def rotated(self) -> bool:
+        """Whether the raster's pixel grid is rotated or sheared (its tiles are not axis-aligned)."""
+        transform = self.meta["raster"]["transform"]
+        return transform[2] != 0 or transform[4] != 0
+
     def tiles_in_bounds(self, bounds: tuple[float, float, float, float]) -> np.ndarray:
-        """Tile indexes of embedded tiles overlapping ``bounds`` (raster CRS; touching edges do not count)."""
+        """Tile indexes of embedded tiles overlapping ``bounds`` (raster CRS; touching edges do not count).
+
+        The catalog's envelopes select candidates; on a rotated raster each candidate's real corners
+        decide (an envelope covers up to twice the tile's area there).
+        """
         minx, miny, maxx, maxy = bounds
-        with self.connect() as db:
+        with self.connect(read_only=True) as db:
             rows = db.execute(
-                "SELECT id FROM tiles WHERE status = ? AND maxx > ? AND minx < ? AND maxy > ? AND miny < ? "
-                "ORDER BY id", (STATUS["embedded"], minx, maxx, miny, maxy)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+                "SELECT id, col_off, row_off, width, height FROM tiles WHERE status = ? AND maxx > ? AND minx < ? "
+                "AND maxy > ? AND miny < ? ORDER BY id", (STATUS["embedded"], minx, maxx, miny, maxy)).fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        if self.rotated and len(rows):
+            import shapely
+
+            transform = tuple(self.meta["raster"]["transform"])
+            tiles = shapely.polygons([window_corners(transform, Window(*r[1:])) for r in rows])
+            box = shapely.box(minx, miny, maxx, maxy)
+            ids = ids[shapely.intersects(tiles, box) & ~shapely.touches(tiles, box)]
+        return ids
 
     def tile_containing(self, x: float, y: float) -> int | None:
         """The embedded tile whose centre is nearest to a point inside it (raster CRS), or None."""
-        with self.connect() as db:
+        with self.connect(read_only=True) as db:
             row = db.execute(
                 "SELECT id FROM tiles WHERE status = ? AND minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? "
                 "ORDER BY ((minx + maxx) / 2 - ?) * ((minx + maxx) / 2 - ?) "
@@ -315,19 +406,9 @@ class TileIndex:
         return None if row is None else int(row[0])
 
 
-def list_indexes(root: Path | None = None, model_sha256: str | None = None,
-                 complete_only: bool = True) -> list[TileIndex]:
-    """Indexes in the cache, optionally only those made by one model."""
-    folder = (root or cache_root()) / "indexes"
-    found = []
-    for meta_path in sorted(folder.glob("*/meta.json")):
-        try:
-            index = TileIndex.open(meta_path.parent)
-        except IndexMismatchError:
-            continue
-        if complete_only and not index.complete:
-            continue
-        if model_sha256 and index.meta["model"]["sha256"] != model_sha256:
-            continue
-        found.append(index)
-    return found
+def list_indexes(root: Path | None = None, model_sha256: str | None = None) -> list[TileIndex]:
+    """Finished indexes in the cache that pass the cheap checks, optionally only one model's
+    (``scan.scan_indexes`` also says why the others are skipped)."""
+    from .scan import scan_indexes  # it builds on TileIndex
+
+    return scan_indexes(root, model_sha256)[0]

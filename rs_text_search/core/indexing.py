@@ -12,7 +12,11 @@
   rounds; BENCHMARKS.md has the runs since (this figure swings with the shared machine's load).
   Progress is reported, and cancellation checked, on the calling thread.
 
-Re-indexing an unchanged raster with the same model and grid returns the finished index at once.
+Re-indexing an unchanged raster with the same model and grid returns the finished index at once,
+unless the index fails its checks (``core.integrity``): then it is rebuilt, embedding again only the
+tiles its catalog cannot vouch for, and ``IndexingStats.repaired`` says what was wrong. A run that
+stops at an unreadable window leaves nothing behind (every later run would stop there again); a
+finished index replaces the indexes of earlier versions of the same file (``scan.remove_superseded``).
 """
 
 from __future__ import annotations
@@ -21,20 +25,23 @@ import json
 import logging
 import queue
 import shutil
+import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .cache import cache_root, index_key
-from .errors import Cancelled, RasterError
+from .cache import cache_root, index_key, write_failure
+from .errors import Cancelled, IndexMismatchError, RasterError
 from .index import META_VERSION, STATUS, TileIndex
+from .integrity import repair_catalog
 from .model import Model, manifest_ground_m_per_px
 from .sources import RasterSource
 from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
@@ -60,6 +67,7 @@ class IndexingStats:
     tiles_done_before: int  # already in the catalog when this run started (resume)
     seconds: float
     seconds_encoding: float
+    repaired: str | None = None  # what was wrong with the index found on disk (a phrase), None when nothing
 
 
 @dataclass
@@ -178,27 +186,25 @@ def build_index(
     finished stays in the catalog. Returns the complete index and what this run did.
     """
     grid = grid or default_grid(source, model)
-    batch_size = batch_size or model.batch_size
+    batch_size = model.batch_size if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be at least 1 tile, got {batch_size}")
     started = time.perf_counter()
     folder = index_folder(source, model, grid, root)
     n_rows, n_cols, tiles = tile_grid(source.width, source.height, grid)
-    if (folder / "meta.json").is_file():
-        index = TileIndex.open(folder)
-        index.check_model(model.sha256)
+    try:
+        index, repaired = _open_for_indexing(folder, source, model, grid, (n_rows, n_cols))
         if index.complete:
-            counts = index.counts()
+            counts = index.meta["counts"]
             stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"],
                                   len(tiles), 0.0, 0.0)
             if progress:
                 progress(len(tiles), len(tiles))
             return index, stats
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        index = TileIndex(folder, _new_meta(source, model, grid, folder.name, (n_rows, n_cols)))
-        index.write_meta()
-
-    with index.connect() as db:
-        done = {r[0] for r in db.execute("SELECT id FROM tiles")}
+        with closing(index.connect()) as db:
+            done = {r[0] for r in db.execute("SELECT id FROM tiles")}
+    except (sqlite3.Error, OSError) as exc:
+        raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
     todo = [t for t in tiles if t.index not in done]
     log.info("indexing %s: %d tiles, %d already done", source.name, len(tiles), len(done))
     try:
@@ -211,18 +217,62 @@ def build_index(
         with threadpool_limits(limits=1, user_api="blas"):
             encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
                                            is_cancelled, batch_size, readers)
+        index.finalize()
     except RasterError:
-        if not index.counts_total():
-            shutil.rmtree(folder, ignore_errors=True)  # nothing worth resuming: leave no trace
+        # A window GDAL cannot read (a truncated or damaged file) fails the same way in every run: a partial
+        # index would only be re-read up to it each time, so none is kept.
+        shutil.rmtree(folder, ignore_errors=True)
         raise
-    index.finalize()
+    except (sqlite3.Error, OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
+        raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
     counts = index.meta["counts"]
     if counts["embedded"] == 0:
         shutil.rmtree(folder, ignore_errors=True)  # an index with nothing in it is no use to keep
         raise RasterError(f"'{source.name}' has no tile with image content (all nodata, transparent or constant).")
+    from .scan import remove_superseded
+
+    remove_superseded(index)
     stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"], len(done),
-                          time.perf_counter() - started, encode_seconds)
+                          time.perf_counter() - started, encode_seconds, repaired)
     return index, stats
+
+
+def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: GridSpec,
+                       shape: tuple[int, int]) -> tuple[TileIndex, str | None]:
+    """The index folder of this raster, model and grid, ready to resume, and what was repaired in it.
+
+    A finished index that passes the deep checks is returned as it is. Anything else is reopened for
+    writing with a fresh meta.json (the folder's key already pins raster, model and grid, so a
+    meta.json that is missing or unreadable is simply written again) over a repaired catalog.
+    """
+    problem = None
+    if (folder / "meta.json").is_file():
+        try:
+            index = TileIndex.open(folder)
+            index.check_model(model.sha256)
+            problem = index.problem(deep=True)
+            if problem is None and "files" in index.meta:
+                return index, None
+        except IndexMismatchError as exc:
+            problem = "its meta.json cannot be read" if "unreadable" in str(exc) else "it was made by another version"
+            if "another version" in problem:
+                shutil.rmtree(folder, ignore_errors=True)  # nothing in it can be trusted
+        if problem == "its indexing is not finished":
+            problem = None  # an interrupted run: resumed, not repaired
+    elif (folder / "catalog.sqlite").is_file():
+        problem = "its meta.json is missing"
+    folder.mkdir(parents=True, exist_ok=True)
+    n_tiles = shape[0] * shape[1]
+    fixed = repair_catalog(folder / "catalog.sqlite", n_tiles, 4 * model.embed_dim, STATUS)
+    index = TileIndex(folder, _new_meta(source, model, grid, folder.name, shape))
+    index.write_meta()
+    if fixed and (problem is None or problem.startswith("its catalog")):
+        problem = fixed  # says the same about the catalog, and what is done about it
+    elif fixed:
+        problem = f"{problem}, and {fixed}"
+    if problem:
+        log.info("the index of %s is rebuilt: %s", source.name, problem)
+    return index, problem
 
 
 def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers):
@@ -246,7 +296,10 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             except RasterError:
                 raise
             except Exception as exc:  # GDAL raises several error types for damaged blocks
-                raise RasterError(f"Reading '{source.name}' failed at pixel window {tile.window} ({exc}).") from exc
+                w, reason = tile.window, str(exc.__cause__ or exc).strip().rstrip(".")
+                raise RasterError(f"Reading '{source.name}' failed at pixel window x {w.col_off}, y {w.row_off} "
+                                  f"({w.width} x {w.height} px): {reason}; the file may be truncated or damaged.") \
+                    from exc
             code = _classify(rgb, valid)
             status.append(code)
             if code == STATUS["embedded"]:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["GridSpec", "Window", "Tile", "grid_axis", "tile_grid", "window_bounds", "pixel_at", "pixel_ground_m",
-           "matched_tile_px"]
+__all__ = ["GridSpec", "Window", "Tile", "grid_axis", "tile_grid", "window_bounds", "window_corners", "pixel_at",
+           "pixel_ground_m", "matched_tile_px"]
 
 Bounds = tuple[float, float, float, float]  # (minx, miny, maxx, maxy)
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
@@ -112,6 +112,14 @@ def window_bounds(transform: tuple[float, ...], window: Window) -> Bounds:
     ]
     xs, ys = zip(*corners)
     return min(xs), min(ys), max(xs), max(ys)
+
+
+def window_corners(transform: tuple[float, ...], window: Window) -> list[list[float]]:
+    """The window's four corners ``[[x, y] x 4]`` in the raster's CRS, clockwise from top-left (pixel
+    order; rotation-safe, unlike the envelope of ``window_bounds``)."""
+    right, bottom = window.col_off + window.width, window.row_off + window.height
+    return [list(_apply(transform, col, row)) for col, row in
+            ((window.col_off, window.row_off), (right, window.row_off), (right, bottom), (window.col_off, bottom))]
 
 
 def pixel_at(transform: tuple[float, ...], x: float, y: float) -> tuple[float, float]:

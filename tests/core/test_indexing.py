@@ -5,7 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from rs_text_search.core.errors import Cancelled, IndexMismatchError, RasterError
+from rs_text_search.core.errors import CacheError, Cancelled, IndexMismatchError, RasterError
 from rs_text_search.core.index import TileIndex, list_indexes, make_faiss_index
 from rs_text_search.core.indexing import build_index
 from rs_text_search.core.search import Searcher
@@ -104,11 +104,11 @@ def test_a_failed_write_stops_indexing_and_keeps_the_batches_before_it(tmp_path,
     def failing_write(*args):
         writes.append(1)
         if len(writes) == 3:
-            raise OSError("disk full")
+            raise sqlite3.OperationalError("database or disk is full")
         real_write(*args)
 
     monkeypatch.setattr(indexing, "_write_rows", failing_write)
-    with open_raster(path) as source, pytest.raises(OSError, match="disk full"):
+    with open_raster(path) as source, pytest.raises(CacheError, match="is full; free some space"):
         build_index(source, tiny_model, batch_size=2, readers=1)
     (folder,) = (cache / "indexes").iterdir()
     with sqlite3.connect(folder / "catalog.sqlite") as db:

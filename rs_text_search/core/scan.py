@@ -1,0 +1,114 @@
+"""Which indexes in the cache can be searched, and one reason for each that cannot.
+
+An index is skipped when it fails its checks (``core.integrity``: unfinished, a file missing or
+damaged, a catalog that disagrees) or, before a search, when its raster file moved or changed since
+it was indexed: a changed file's new index would otherwise be searched beside the stale one (every
+tile twice), and a moved file's tiles exported with a path that no longer exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import cache_root
+from .errors import IndexMismatchError
+from .index import TileIndex
+
+__all__ = ["SkippedIndex", "scan_indexes", "raster_change", "remove_superseded"]
+
+
+@dataclass(frozen=True)
+class SkippedIndex:
+    """An index folder that is not searched, and why (``reason`` is a phrase)."""
+
+    directory: Path
+    raster_name: str | None  # None: its meta.json cannot be read
+    reason: str
+    raster_uri: str | None = None
+
+    @property
+    def what(self) -> str:
+        return f"the index of '{self.raster_name}'" if self.raster_name else f"the index in '{self.directory}'"
+
+    def sentence(self) -> str:
+        return f"Skipping {self.what}: {self.reason}."
+
+
+def raster_change(index: TileIndex) -> str | None:
+    """Why a file raster's index no longer describes the file (moved, deleted, changed), or None."""
+    identity = index.meta["raster"].get("identity") or {}
+    if "path" not in identity:
+        return None  # an online layer (XYZ, WMS): nothing on disk to compare
+    try:
+        stat = os.stat(identity["path"])
+    except OSError:
+        return f"its raster is no longer at '{identity['path']}'; index it where it is now"
+    if stat.st_size != identity.get("size_bytes") or stat.st_mtime_ns != identity.get("mtime_ns"):
+        return "its raster file changed after it was indexed; index it again"
+    return None
+
+
+def scan_indexes(root: Path | None = None, model_sha256: str | None = None, deep: bool = False,
+                 check_rasters: bool = False) -> tuple[list[TileIndex], list[SkippedIndex]]:
+    """Usable indexes in the cache (optionally one model's) and the skipped ones with the reason.
+
+    deep: verify checksums and catalogs (``TileIndex.verify``), as before a search; else the cheap checks.
+    check_rasters: skip indexes of raster files that moved or changed since (a search would otherwise
+    return a changed file's tiles twice, or tiles of a file that is gone).
+    """
+    folder = (root or cache_root(create=False)) / "indexes"
+    found, skipped = [], []
+    for directory in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
+        if not (directory / "meta.json").is_file():
+            if (directory / "catalog.sqlite").is_file():  # an empty folder is an indexer starting
+                skipped.append(SkippedIndex(directory, None, "its meta.json is missing; index the raster again "
+                                                             "to rebuild it"))
+            continue
+        try:
+            index = TileIndex.open(directory)
+            if model_sha256 and index.meta["model"]["sha256"] != model_sha256:
+                continue
+            name, uri = index.raster_name, index.raster_uri
+            problem = index.problem(deep) or (raster_change(index) if check_rasters else None)
+        except (IndexMismatchError, KeyError, TypeError, AttributeError, ValueError):
+            skipped.append(SkippedIndex(directory, None, "its meta.json cannot be read; index the raster again "
+                                                         "to rebuild it"))
+            continue
+        if problem is None:
+            found.append(index)
+        elif problem.startswith("its raster"):
+            skipped.append(SkippedIndex(directory, name, problem, uri))
+        else:
+            skipped.append(SkippedIndex(directory, name, f"{problem}; index the raster again to rebuild it", uri))
+    return found, skipped
+
+
+def remove_superseded(index: TileIndex) -> list[Path]:
+    """Remove the indexes ``index`` replaces (same model, grid and bands): those of earlier versions of its
+    raster file (same path, another size or mtime), and those of the same file at a path where it no longer
+    is (moved: same size, mtime and header). Returns the folders removed."""
+    identity = index.meta["raster"].get("identity") or {}
+    if "path" not in identity:
+        return []
+    removed = []
+    for meta_path in index.directory.parent.glob("*/meta.json"):
+        if meta_path.parent == index.directory:
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            other = meta["raster"]["identity"]
+            comparable = (other.get("bands") == identity.get("bands") and meta["grid"] == index.meta["grid"]
+                          and meta["model"]["sha256"] == index.meta["model"]["sha256"])
+            older = other.get("path") == identity["path"] and other != identity
+            moved = not os.path.exists(other["path"]) and all(
+                other.get(k) == identity.get(k) for k in ("size_bytes", "mtime_ns", "header_sha256"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if comparable and (older or moved):
+            shutil.rmtree(meta_path.parent, ignore_errors=True)
+            removed.append(meta_path.parent)
+    return removed
