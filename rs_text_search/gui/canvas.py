@@ -34,7 +34,7 @@ def crs_string(crs: QgsCoordinateReferenceSystem) -> str:
     """``EPSG:xxxx`` when the CRS has one, else its WKT (both understood by ``crs_from_string``)."""
     authid = crs.authid()
     return authid if authid and not authid.upper().startswith("USER:") else \
-        crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
+        crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED)
 
 
 def to_layer_crs(canvas: QgsMapCanvas, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> QgsRectangle:
@@ -73,7 +73,7 @@ class Highlight:
 
     def show(self, geometry: QgsGeometry) -> None:
         self.clear()
-        band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
         band.setStrokeColor(HIGHLIGHT_COLOUR)
         band.setFillColor(QColor(0, 0, 0, 0))
         band.setWidth(3)

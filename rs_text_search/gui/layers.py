@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsClassificationEqualInterval,
     QgsFeature,
     QgsFeatureRequest,
@@ -39,7 +40,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
-from qgis.PyQt.QtCore import QDateTime, QVariant
+from qgis.PyQt.QtCore import QDateTime, QMetaType, QVariant
 from qgis.PyQt.QtGui import QColor, QFont
 from qgis.PyQt.QtXml import QDomDocument
 
@@ -61,14 +62,20 @@ EXPORT_LAYER_NAME = "rs_text_search_results"
 STYLE_NAME = "rs_text_search"
 LOW_SCORE_COLOUR, HIGH_SCORE_COLOUR = QColor("#ffe76a"), QColor("#e3122b")  # yellow -> red
 SCORE_CLASSES = 5
-_QVARIANT = {"int": QVariant.Int, "float": QVariant.Double, "str": QVariant.String, "datetime": QVariant.DateTime}
+# QgsField takes QMetaType types from QGIS 3.38 (Qt6 builds have no QVariant.Type); older ones need QVariant's.
+if Qgis.QGIS_VERSION_INT >= 33800:
+    _FIELD_TYPES = {"int": QMetaType.Type.Int, "float": QMetaType.Type.Double, "str": QMetaType.Type.QString,
+                    "datetime": QMetaType.Type.QDateTime}
+else:
+    _FIELD_TYPES = {"int": QVariant.Type.Int, "float": QVariant.Type.Double, "str": QVariant.Type.String,
+                    "datetime": QVariant.Type.DateTime}
 
 
 def result_fields() -> QgsFields:
     """The engine's export fields (name and type, in order) as ``QgsFields``."""
     out = QgsFields()
     for name, kind in FIELDS:
-        out.append(QgsField(name, _QVARIANT[kind]))
+        out.append(QgsField(name, _FIELD_TYPES[kind]))
     return out
 
 
@@ -115,9 +122,10 @@ def style_results_layer(layer: QgsVectorLayer) -> None:
                                          "outline_width": "0.7", "outline_width_unit": "MM"})
     fill = symbol.symbolLayer(0)
     # The class colour paints a translucent fill and an opaque outline, so the imagery shows through.
-    fill.setDataDefinedProperty(QgsSymbolLayer.PropertyFillColor,
+    fill.setDataDefinedProperty(QgsSymbolLayer.Property.PropertyFillColor,
                                 QgsProperty.fromExpression("set_color_part(@symbol_color, 'alpha', 60)"))
-    fill.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeColor, QgsProperty.fromExpression("@symbol_color"))
+    fill.setDataDefinedProperty(QgsSymbolLayer.Property.PropertyStrokeColor,
+                                QgsProperty.fromExpression("@symbol_color"))
     renderer = QgsGraduatedSymbolRenderer("score")
     renderer.setClassificationMethod(QgsClassificationEqualInterval())
     renderer.setSourceSymbol(symbol)
@@ -141,7 +149,7 @@ def style_results_layer(layer: QgsVectorLayer) -> None:
     text.setBuffer(buffer)
     labels = QgsPalLayerSettings()
     labels.fieldName = "rank"
-    labels.placement = QgsPalLayerSettings.OverPoint
+    labels.placement = QgsPalLayerSettings.Placement.OverPoint
     labels.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
     layer.setLabelsEnabled(True)
@@ -197,7 +205,7 @@ def export_results_layer(layer: QgsVectorLayer, path: str | os.PathLike, add_to_
     with atomic_path(path) as tmp:
         error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(layer, str(tmp), project.transformContext(),
                                                                          options)
-        if error != QgsVectorFileWriter.NoError:
+        if error != QgsVectorFileWriter.WriterError.NoError:
             raise ExportError(f"Writing '{path}' failed: {message}")
         _save_style(layer, tmp)
         for suffix in ("-wal", "-shm"):  # the writer's connection must be closed before the rename

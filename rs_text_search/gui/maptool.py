@@ -44,7 +44,7 @@ class SimilarTileTool(QgsMapToolEmitPoint):
         self.setCursor(Qt.CursorShape.WhatsThisCursor)
 
     def flags(self):
-        return super().flags() | QgsMapToolEmitPoint.ShowContextMenu
+        return super().flags() | QgsMapToolEmitPoint.Flag.ShowContextMenu
 
     def canvasReleaseEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802 - Qt override
         if event.button() == Qt.MouseButton.LeftButton:

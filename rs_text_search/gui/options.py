@@ -36,7 +36,7 @@ class OptionsDialog(QDialog):
         form = QFormLayout(self)
         self.modelWidget = QgsFileWidget()
         self.modelWidget.setObjectName("modelWidget")
-        self.modelWidget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.modelWidget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.modelWidget.setFilePath(settings.model_dir)
         self.modelWidget.lineEdit().setPlaceholderText("bundled model")
         form.addRow("Model folder", self.modelWidget)

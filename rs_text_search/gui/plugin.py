@@ -16,7 +16,7 @@ import logging
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QPushButton
+from qgis.PyQt.QtWidgets import QPushButton
 
 from . import deps
 from . import log as plugin_log
@@ -27,6 +27,11 @@ from .maptool import CanvasMenuHook, SimilarTileTool
 from .meta import PLUGIN_NAME, icon_path
 from .options import OptionsDialog
 from .processing.provider import RsTextSearchProvider
+
+try:
+    from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4)
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction  # Qt5
 
 __all__ = ["RsTextSearchPlugin", "MENU_TITLE"]
 

@@ -85,7 +85,7 @@ class LayerPlan:
 def is_online(layer: QgsRasterLayer) -> bool:
     """True for layers without their own pixel grid (XYZ, WMS, WMTS...)."""
     provider = layer.dataProvider()
-    return not (bool(provider.capabilities() & QgsRasterDataProvider.Size)
+    return not (bool(provider.capabilities() & QgsRasterDataProvider.Capability.Size)
                 and provider.xSize() > 0 and provider.ySize() > 0)
 
 
@@ -146,7 +146,8 @@ def _choose_bands(layer: QgsRasterLayer) -> tuple[str, tuple[int, ...], np.ndarr
     else:
         used = [band for band in (renderer.usesBands() if renderer else []) if 1 <= band <= count]
         chosen = (used[0] if used else 1,)
-    if palette is None and len(chosen) == 1 and provider.colorInterpretation(chosen[0]) == QgsRaster.PaletteIndex:
+    if palette is None and len(chosen) == 1 and \
+            provider.colorInterpretation(chosen[0]) == QgsRaster.ColorInterpretation.PaletteIndex:
         palette = _lookup([(int(item.value), item.color) for item in provider.colorTable(chosen[0])])
     return ("palette" if palette is not None else "bands"), tuple(chosen), palette
 
@@ -183,7 +184,7 @@ def plan_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
     if provider.bandCount() < 1:
         raise RasterError(f"The layer '{layer.name()}' has no bands to index.")
     crs = layer.crs()
-    crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else None
+    crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED) if crs.isValid() else None
     kind, bands, palette = _choose_bands(layer)
     if not is_online(layer):
         width, height, (origin_x, res_x, _, origin_y, _, res_y) = _file_grid(provider)
@@ -203,7 +204,8 @@ def plan_layer(layer: QgsRasterLayer, extent: QgsRectangle | None = None,
         origin = (area.xMinimum(), area.yMaximum())
     transform = (origin[0], res_x, 0.0, origin[1], 0.0, -res_y)
     alpha = next((b for b in range(1, provider.bandCount() + 1)
-                  if provider.colorInterpretation(b) == QgsRaster.AlphaBand and b not in bands), None)
+                  if provider.colorInterpretation(b) == QgsRaster.ColorInterpretation.AlphaBand
+                  and b not in bands), None)
     if layer.renderer() is not None and layer.renderer().alphaBand() > 0:
         alpha = layer.renderer().alphaBand()
     nodata = tuple(_nodata(provider, band) for band in bands)

@@ -58,7 +58,7 @@ class _Task(QgsTask):
     """Common part: a GUI-thread callback run once from ``finished()``."""
 
     def __init__(self, description: str, on_finished: Callable[[_Task], None] | None) -> None:
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self._on_finished = on_finished
         self.error: str | None = None
         self.model_name: str | None = None

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
@@ -63,12 +64,12 @@ class _Base(QgsProcessingAlgorithm):
     def _model_parameters(self) -> None:
         defaults = PluginSettings.load()
         model = QgsProcessingParameterFile("MODEL", "Model folder (empty: the plugin's model)",
-                                           behavior=QgsProcessingParameterFile.Folder, optional=True)
-        model.setFlags(model.flags() | model.FlagAdvanced)
+                                           behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True)
+        model.setFlags(model.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(model)
         device = QgsProcessingParameterEnum("DEVICE", "Runs on", options=["Auto", "CUDA", "CPU"],
                                             defaultValue=PROVIDERS.index(defaults.provider))
-        device.setFlags(device.flags() | device.FlagAdvanced)
+        device.setFlags(device.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(device)
 
     def _check_dependencies(self) -> None:
@@ -109,15 +110,16 @@ class IndexLayersAlgorithm(_Base):
                 "resumes where it stopped. Online layers (XYZ, WMS) need an extent and a pixel size.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers("LAYERS", "Raster layers", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers("LAYERS", "Raster layers",
+                                                               QgsProcessing.SourceType.TypeRaster))
         self.addParameter(QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: automatic)",
-                                                       QgsProcessingParameterNumber.Integer, 0, minValue=0))
+                                                       QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Tile overlap (fraction of a tile)",
-                                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0.0,
+                                                       QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0,
                                                        maxValue=0.9))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent for online layers", optional=True))
         self.addParameter(QgsProcessingParameterNumber("PIXEL_SIZE", "Pixel size for online layers (layer units)",
-                                                       QgsProcessingParameterNumber.Double, None, optional=True,
+                                                       QgsProcessingParameterNumber.Type.Double, None, optional=True,
                                                        minValue=0.0))
         self._model_parameters()
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles embedded"))
@@ -171,16 +173,16 @@ class _SearchBase(_Base):
 
     def _search_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterMultipleLayers("LAYERS", "Search only these raster layers",
-                                                               QgsProcessing.TypeRaster, optional=True))
+                                                               QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Search only inside this extent", optional=True))
         self.addParameter(QgsProcessingParameterNumber("TOP_K", "Number of results",
-                                                       QgsProcessingParameterNumber.Integer, 20, minValue=1))
+                                                       QgsProcessingParameterNumber.Type.Integer, 20, minValue=1))
         self.addParameter(QgsProcessingParameterNumber("MIN_SCORE", "Minimum score",
-                                                       QgsProcessingParameterNumber.Double, None, optional=True,
+                                                       QgsProcessingParameterNumber.Type.Double, None, optional=True,
                                                        minValue=-1.0, maxValue=1.0))
         self._model_parameters()
         self.addParameter(QgsProcessingParameterFeatureSink("OUTPUT", "Matching tiles",
-                                                            QgsProcessing.TypeVectorPolygon))
+                                                            QgsProcessing.SourceType.TypeVectorPolygon))
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 - main thread
         self._check_dependencies()
@@ -236,10 +238,10 @@ class _SearchBase(_Base):
         features, crs_wkt = result_features(results, label, model.name, model.sha256, fields)
         crs_wkt = crs_wkt if results else self.indexes[0].crs_wkt
         crs = crs_from_string(crs_wkt) if crs_wkt else QgsCoordinateReferenceSystem()
-        sink, self.dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Polygon, crs)
+        sink, self.dest_id = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.Type.Polygon, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
-        sink.addFeatures(features, QgsFeatureSink.FastInsert)
+        sink.addFeatures(features, QgsFeatureSink.Flag.FastInsert)
         feedback.pushInfo(f"{len(results)} matching tiles.")
         return {"OUTPUT": self.dest_id}
 
