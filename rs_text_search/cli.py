@@ -1,7 +1,10 @@
 """The command line over the engine: ``python -m rs_text_search index|search|similar|list``.
 
-Shares the on-disk cache with the QGIS plugin. Bad input gets one sentence on stderr and exit
-code 2; Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes.
+Shares the on-disk cache with the QGIS plugin. Bad input, argument errors included, gets one sentence
+on stderr and exit code 2; GDAL's own messages and library warnings are shown only with ``-v``.
+Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes. A
+search says on stderr, one line each, which indexes it skips and why (damaged, unfinished, or of
+a raster file that changed or moved); the next ``index`` of such a raster rebuilds its index.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +22,36 @@ from .core.errors import Cancelled, QueryError, RsTextSearchError
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line ("error: argument --top-k: ...") and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"takes a finite number, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rs_text_search",
-                                     description="Natural-language search over remote-sensing rasters.")
+    parser = _Parser(prog="python -m rs_text_search",
+                     description="Natural-language search over remote-sensing rasters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -32,18 +63,18 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", parents=[model], help="cut rasters into tiles and embed them")
     index.add_argument("rasters", nargs="+", metavar="RASTER")
-    index.add_argument("--tile-size", type=int, default=None,
+    index.add_argument("--tile-size", type=_positive_int, default=None,
                        help="tile side in raster pixels (default: the ground one training image covered)")
-    index.add_argument("--overlap", type=float, default=0.0, help="fraction of a tile shared by neighbours")
+    index.add_argument("--overlap", type=_finite_float, default=0.0, help="fraction of a tile shared by neighbours")
     index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
-    index.add_argument("--batch-size", type=int, default=None,
+    index.add_argument("--batch-size", type=_positive_int, default=None,
                        help="tiles per encoder call (default: 16 on CPU, 64 on CUDA)")
 
     query = argparse.ArgumentParser(add_help=False)
     query.add_argument("--raster", action="append", default=[], help="search only this raster (repeatable)")
-    query.add_argument("--top-k", type=int, default=10)
-    query.add_argument("--min-score", type=float, default=None)
-    query.add_argument("--bbox", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"), default=None)
+    query.add_argument("--top-k", type=_positive_int, default=10)
+    query.add_argument("--min-score", type=_finite_float, default=None)
+    query.add_argument("--bbox", type=_finite_float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"), default=None)
     query.add_argument("--crs", default=None, help="CRS of --bbox and --at, e.g. EPSG:4326 (default: raster's)")
     query.add_argument("--rerank", action="store_true", help="re-rank with query expansion")
     query.add_argument("--out", default=None, help="write the results to this GeoPackage (.gpkg)")
@@ -58,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     similar = commands.add_parser("similar", parents=[model, query], help="find tiles like example tiles")
     where = similar.add_mutually_exclusive_group(required=True)
     where.add_argument("--tile", action="append", metavar="ID", help="example tile id (repeatable)")
-    where.add_argument("--at", type=float, nargs=2, metavar=("X", "Y"), help="the tile under this point")
+    where.add_argument("--at", type=_finite_float, nargs=2, metavar=("X", "Y"), help="the tile under this point")
 
     commands.add_parser("list", parents=[model], help="list the indexed rasters for the model")
     return parser
@@ -76,11 +107,13 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 def _index(args, model) -> int:
     from tqdm import tqdm
 
+    from .core.cache import cache_root
     from .core.indexing import build_index, choose_tile_size
     from .core.sources import open_raster
     from .core.tiling import GridSpec
 
     GridSpec(args.tile_size or 8, args.overlap)  # bad --tile-size / --overlap fail before any work
+    cache_root()  # and a cache folder that cannot be made
     bands = _bands(args.bands)
     sources = [open_raster(path, bands) for path in args.rasters]  # fail fast before any work
     summary = []
@@ -98,8 +131,10 @@ def _index(args, model) -> int:
                 bar.refresh()
 
             index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
+        if stats.repaired:
+            print(f"note: the index of '{source.name}' was rebuilt ({stats.repaired}).", file=sys.stderr)
         summary.append({"raster": source.uri, "index": str(index.directory), "tile_px": grid.tile_size_px,
-                        "tiles": stats.tiles_total,
+                        "repaired": stats.repaired, "tiles": stats.tiles_total,
                         "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,
                         "skipped_constant": stats.tiles_skipped_constant, "resumed_from": stats.tiles_done_before,
                         "seconds": round(stats.seconds, 2)})
@@ -113,22 +148,54 @@ def _index(args, model) -> int:
 
 
 def _searcher(args, model):
-    from .core.index import list_indexes
+    """A Searcher over this model's usable indexes; one warning line on stderr for each skipped one."""
+    from .core.scan import scan_indexes
     from .core.search import Searcher
 
-    indexes = list_indexes(model_sha256=model.sha256)
+    indexes, skipped = scan_indexes(model_sha256=model.sha256, deep=True, check_rasters=True)
     if args.raster:
         wanted = {str(Path(r).resolve()) for r in args.raster}
         indexes = [i for i in indexes if str(Path(i.raster_uri).resolve()) in wanted]
-        if not indexes:
-            raise QueryError("None of the --raster files is indexed with this model; run 'index' first.")
+        skipped = [s for s in skipped if s.raster_uri is None or str(Path(s.raster_uri).resolve()) in wanted]
+    if not indexes and skipped:
+        first = skipped[0]
+        more = f" ({len(skipped) - 1} more skipped with it)" if len(skipped) > 1 else ""
+        raise QueryError(f"Nothing can be searched: {first.what} cannot be used{more}, {first.reason}.")
+    for item in skipped:
+        print(f"warning: {item.sentence()}", file=sys.stderr)
+    if args.raster and not indexes:
+        raise QueryError("None of the --raster files is indexed with this model; run 'index' first.")
     if not indexes:
+        from .core.index import list_indexes
+
+        if any(i.meta["model"]["name"] == model.name for i in list_indexes()):
+            raise QueryError(f"Model '{model.name}' has changed since the rasters were indexed (its weights are not "
+                             "those the indexes were made with); index them again with this model.")
         raise QueryError(f"Nothing is indexed with model '{model.name}' yet; run 'python -m rs_text_search index "
                          "RASTER' first.")
     return Searcher(model, indexes)
 
 
+def _check_query(args, model) -> None:
+    """Bad --crs, --bbox or --out fail before any searching; words the model does not know are a warning."""
+    from .core.search import check_bbox, check_crs
+
+    if args.crs:
+        check_crs(args.crs)
+    if args.bbox:
+        check_bbox(args.bbox, args.crs)
+    if args.out:
+        from .core.export import check_export_target
+
+        check_export_target(args.out)
+    for text in ([" ".join(args.text)] if args.command == "search" else []) + args.negative_texts:
+        if text.strip() and not model.knows_words(text):
+            print(f"warning: model '{model.name}' knows none of the words in {text!r}; its ranking means little.",
+                  file=sys.stderr)
+
+
 def _query(args, model) -> int:
+    _check_query(args, model)
     searcher = _searcher(args, model)
     if args.command == "search":
         texts, tiles, label = [" ".join(args.text)], [], " ".join(args.text)
@@ -138,6 +205,10 @@ def _query(args, model) -> int:
     results = searcher.search(texts=texts, tiles=tiles, negative_texts=args.negative_texts,
                               negative_tiles=args.negative_tiles, top_k=args.top_k, min_score=args.min_score,
                               bbox=tuple(args.bbox) if args.bbox else None, bbox_crs=args.crs, rerank=args.rerank)
+    if not results and args.bbox:
+        box, crs = " ".join(f"{v:g}" for v in args.bbox), args.crs or "the rasters' own CRS"
+        print(f"warning: no indexed tile lies inside the --bbox {box} (in {crs}); check its coordinates and --crs.",
+              file=sys.stderr)
     if args.out:
         from .core.export import export_geopackage
 
@@ -156,10 +227,13 @@ def _query(args, model) -> int:
 
 
 def _list(args, model) -> int:
-    from .core.index import list_indexes
+    from .core.scan import scan_indexes
 
+    indexes, skipped = scan_indexes(model_sha256=model.sha256)
+    for item in skipped:
+        print(f"warning: {item.sentence()}", file=sys.stderr)
     rows = [{"raster": i.raster_uri, "tiles": i.meta.get("counts", {}).get("embedded"), "grid": i.meta["grid"],
-             "index": str(i.directory)} for i in list_indexes(model_sha256=model.sha256)]
+             "index": str(i.directory)} for i in indexes]
     if args.json:
         print(json.dumps(rows, indent=2))
     for row in [] if args.json else rows:
@@ -168,8 +242,15 @@ def _list(args, model) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, code 2) or --help (code 0)
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.captureWarnings(True)
+    if not args.verbose:  # GDAL's messages (38 of them for a truncated TIFF) and library warnings: only with -v
+        for name in ("rasterio", "py.warnings"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         from .core.model import load_model
 
@@ -183,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("Interrupted; every finished batch is kept and the next run resumes from there.", file=sys.stderr)
+        if args.command == "index":
+            print("Interrupted; every finished batch is kept and the next run resumes from there.", file=sys.stderr)
+        else:
+            print("Interrupted.", file=sys.stderr)
         return 130
     except (RsTextSearchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

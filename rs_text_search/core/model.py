@@ -238,6 +238,14 @@ class Model:
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
         return self._tokenizer(texts)
 
+    def knows_words(self, text: str) -> bool:
+        """Whether ``text`` holds anything the text encoder was trained on: a letter or digit, tokenised to
+        something other than the unknown token (emoji, or a 100-letter "word", are only [UNK] to WordPiece)."""
+        if not any(char.isalnum() for char in text):
+            return False
+        unknown = getattr(self._tokenizer, "unk_id", None)
+        return unknown is None or any(token != unknown for token in self._tokenizer.encode(text))
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Sentences -> L2-normalised float32 [N,D]."""
         if isinstance(texts, str):

@@ -13,34 +13,71 @@ search repeated, which narrows the text-image modality gap on nearly every query
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .errors import QueryError
-from .index import TileIndex
+from .index import TILE_ID_PATTERN, TileIndex
 from .model import Model
 
-__all__ = ["SearchResult", "Searcher", "pyproj_transform_bounds", "pyproj_transform_point"]
+__all__ = ["SearchResult", "Searcher", "pyproj_transform_bounds", "pyproj_transform_point", "check_crs",
+           "check_bbox"]
 
 Bounds = tuple[float, float, float, float]
 BoundsTransform = Callable[[Bounds, str, str], Bounds]
 PointTransform = Callable[[float, float, str, str], tuple[float, float]]
 
 
-def pyproj_transform_bounds(bounds: Bounds, src_crs: str, dst_crs: str) -> Bounds:
-    from pyproj import CRS, Transformer
+def check_crs(crs: str):
+    """The pyproj CRS of a user's CRS string (EPSG:xxxx, WKT, PROJ); QueryError when it names none."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
 
-    transformer = Transformer.from_crs(CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs), always_xy=True)
-    return tuple(transformer.transform_bounds(*bounds, densify_pts=21))
+    try:
+        return CRS.from_user_input(crs)
+    except CRSError:
+        raise QueryError(f"'{crs}' is not a coordinate reference system; give one such as EPSG:4326.") from None
+
+
+def check_bbox(bbox: Bounds, crs: str | None = None) -> Bounds:
+    """A bounding box (minx, miny, maxx, maxy) as floats; QueryError for one that is empty, inverted or not
+    finite, or (``crs`` geographic) whose latitudes are out of range: usually latitude given first."""
+    minx, miny, maxx, maxy = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise QueryError("The bounding box has a coordinate that is not a finite number.")
+    if minx >= maxx or miny >= maxy:
+        raise QueryError(f"The bounding box {minx:g} {miny:g} {maxx:g} {maxy:g} is empty or inverted; give MINX MINY "
+                         "MAXX MAXY with MINX < MAXX and MINY < MAXY.")
+    if crs and check_crs(crs).is_geographic and (abs(miny) > 90 or abs(maxy) > 90):
+        raise QueryError(f"The bounding box's latitudes {miny:g} and {maxy:g} are outside -90 to 90; in {crs} give "
+                         "longitude before latitude (MINLON MINLAT MAXLON MAXLAT).")
+    return minx, miny, maxx, maxy
+
+
+def pyproj_transform_bounds(bounds: Bounds, src_crs: str, dst_crs: str) -> Bounds:
+    from pyproj import Transformer
+    from pyproj.exceptions import ProjError
+
+    transformer = Transformer.from_crs(check_crs(src_crs), check_crs(dst_crs), always_xy=True)
+    try:
+        box = tuple(transformer.transform_bounds(*bounds, densify_pts=21))
+    except ProjError:
+        box = (math.inf,) * 4
+    return box
 
 
 def pyproj_transform_point(x: float, y: float, src_crs: str, dst_crs: str) -> tuple[float, float]:
-    from pyproj import CRS, Transformer
+    from pyproj import Transformer
+    from pyproj.exceptions import ProjError
 
-    transformer = Transformer.from_crs(CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs), always_xy=True)
-    return tuple(transformer.transform(x, y))
+    transformer = Transformer.from_crs(check_crs(src_crs), check_crs(dst_crs), always_xy=True)
+    try:
+        return tuple(transformer.transform(x, y, errcheck=True))
+    except ProjError:
+        return math.inf, math.inf
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,7 @@ class SearchResult:
     crs_wkt: str | None  # None: pixel coordinates
     corners_lonlat: list | None  # [[lon, lat] x 4] clockwise from top-left
     index_key: str = ""  # the index folder's name (raster + model + grid)
+    corners: list | None = None  # [[x, y] x 4] in the raster's CRS, clockwise from top-left: the real footprint
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,8 +115,12 @@ class Searcher:
 
     # -- building query vectors ------------------------------------------------------------------
     def resolve_tile(self, tile_id: str) -> tuple[TileIndex, int]:
+        if not TILE_ID_PATTERN.fullmatch(tile_id):
+            example = self.indexes[0].tile_id(0)
+            raise QueryError(f"{tile_id!r} is not a tile id; tile ids are written like '{example}' (index, row, "
+                             "column, as the results show them).")
         for index in self.indexes:
-            tile_index = index.parse_tile_id(tile_id.strip())
+            tile_index = index.parse_tile_id(tile_id)
             if tile_index is not None:
                 return index, tile_index
         raise QueryError(f"There is no tile '{tile_id}' in the indexed rasters.")
@@ -113,6 +155,8 @@ class Searcher:
         """The ``top_k`` best tiles for positives minus negatives, example tiles themselves excluded."""
         if top_k < 1:
             raise QueryError(f"top-k must be at least 1, got {top_k}.")
+        if bbox is not None:
+            bbox = check_bbox(bbox, bbox_crs)
         query = self.query_vector(texts, tiles, negative_texts, negative_tiles)
         exclude = set(tiles) | set(negative_tiles)
         hits = self._search_vector(query, top_k + len(exclude), bbox, bbox_crs)
@@ -136,6 +180,8 @@ class Searcher:
             px, py = x, y
             if crs and index.crs_wkt:
                 px, py = self._transform_point(x, y, crs, index.crs_wkt)
+                if not (math.isfinite(px) and math.isfinite(py)):
+                    continue  # the point has no place in this raster's CRS
             tile_index = index.tile_containing(px, py)
             if tile_index is not None:
                 return index.tile_id(tile_index)
@@ -149,6 +195,8 @@ class Searcher:
                 box = bbox
                 if bbox_crs and index.crs_wkt:
                     box = self._transform_bounds(bbox, bbox_crs, index.crs_wkt)
+                    if not all(math.isfinite(v) for v in box):
+                        continue  # the box has no place in this raster's CRS
                 allowed = index.tiles_in_bounds(box)
                 if len(allowed) == 0:
                     continue
@@ -167,7 +215,7 @@ class Searcher:
             record = index.records([tile_index])[tile_index]
             results.append(SearchResult(len(results) + 1, score, record.tile_id, index.raster_uri,
                                         index.raster_name, record.window, record.bounds, index.crs_wkt,
-                                        record.corners_lonlat, index.key))
+                                        record.corners_lonlat, index.key, record.corners))
             if len(results) == top_k:
                 break
         return results

@@ -112,3 +112,42 @@ def test_export_in_the_raster_crs_and_bad_paths(searcher, tmp_path, tiny_model):
         with pytest.raises(ExportError, match=message):
             export_geopackage([] if "no results" in message else results, bad, "q", "m", "s")
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_rotated_raster_footprints_bbox_filter_and_utc_time(tmp_path, cache, tiny_model):
+    """Issue 12, item 9: a rotated raster's tiles are exported and filtered by their real corners (their
+    envelope covers 1.87x the area at 30 degrees), and the time field is UTC with its Z."""
+    import sqlite3
+    from contextlib import closing
+
+    import pyogrio
+    import shapely
+    from rasterio.transform import Affine
+
+    from rs_text_search.core.tiling import GridSpec
+
+    transform = Affine.translation(500000.0, 4000000.0) * Affine.rotation(30) * Affine.scale(1.0, -1.0)
+    path = tiles_raster(tmp_path / "rotated.tif", 32, [[1, 2, 3], [4, 5, 6]], transform=transform)
+    with open_raster(path) as source:
+        index = build_index(source, tiny_model, GridSpec(32))[0]
+    results = Searcher(tiny_model, [index]).search_text("houses", top_k=6)
+    out = export_geopackage(results, tmp_path / "rotated.gpkg", "houses", tiny_model.name, tiny_model.sha256)
+    geometry = shapely.from_wkb(pyogrio.raw.read(out)[2])
+    np.testing.assert_allclose(shapely.area(geometry), 32 * 32, rtol=1e-9)  # not 1,911 m2 envelopes
+    footprints = {r.tile_id: shapely.Polygon(r.corners) for r in results}
+    # A box in a corner of tile 0's envelope that no tile covers, one inside a tile, one across several.
+    corner = shapely.box(*footprints[index.tile_id(0)].bounds).difference(shapely.union_all(list(footprints.values())))
+    x, y = corner.representative_point().coords[0]
+    envelope_only = 0
+    for box in [(x - 0.5, y - 0.5, x + 0.5, y + 0.5), (500040.0, 3999950.0, 500045.0, 3999955.0),
+                (500020.0, 3999930.0, 500030.0, 3999940.0)]:
+        expected = {t for t, p in footprints.items() if p.intersects(shapely.box(*box)) and not p.touches(
+            shapely.box(*box))}
+        assert {index.tile_id(int(i)) for i in index.tiles_in_bounds(box)} == expected
+        envelopes = {t for t, p in footprints.items() if shapely.box(*p.bounds).intersects(shapely.box(*box))}
+        assert expected <= envelopes
+        envelope_only += len(envelopes - expected)
+    assert envelope_only  # the boxes catch envelopes the tiles do not fill
+    with closing(sqlite3.connect(out)) as db:
+        (time,) = db.execute("SELECT time FROM rs_text_search_results LIMIT 1").fetchone()
+    assert time.endswith("Z")
