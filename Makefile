@@ -30,7 +30,8 @@ clean:
 	rm -rf build dist demo_output tests/artifacts .pytest_cache .ruff_cache
 
 # The installable plugin zip: the package without the command line and demo (no tests, no training
-# code, no model), metadata.txt, the icon and LICENSE inside the plugin folder. The model is a separate
+# code, no model), metadata.txt, the icon, LICENSE and the compiled translations (lrelease) inside the
+# plugin folder. The model is a separate
 # download (`make model-zip`): the plugin finds the folder it is unzipped into once chosen in its
 # settings, and still finds a model placed in rs_text_search/resources/models/ of the plugin folder.
 PLUGIN := rs_text_search
@@ -46,6 +47,8 @@ package:
 	rm -rf "$(PACKAGE_BUILD)/$(PLUGIN)/tests" "$(PACKAGE_BUILD)/$(PLUGIN)/training" "$(PACKAGE_BUILD)/$(PLUGIN)/resources"
 	rm -f "$(PACKAGE_BUILD)/$(PLUGIN)/cli.py" "$(PACKAGE_BUILD)/$(PLUGIN)/__main__.py" "$(PACKAGE_BUILD)/$(PLUGIN)/demo.py"
 	cp metadata.txt icon.svg LICENSE "$(PACKAGE_BUILD)/$(PLUGIN)/"
+	if command -v lrelease >/dev/null; then for ts in "$(PACKAGE_BUILD)/$(PLUGIN)"/i18n/*.ts; do \
+	  lrelease -silent "$$ts" -qm "$${ts%.ts}.qm"; done; fi
 	cd "$(PACKAGE_BUILD)" && zip -q -r -X "$(PLUGIN_ZIP)" $(PLUGIN)
 	@echo "wrote $(PLUGIN_ZIP)"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qgis.core import Qgis, QgsProject, QgsVectorLayer
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -35,6 +35,7 @@ from .chooser import LayerChooser
 from .controller import Controller, LayerState
 from .deps import missing_sentence
 from .layers import EXPORT_LAYER_NAME
+from .meta import PLUGIN_NAME, tr
 from .results import ResultsView
 from .settings import NO_MIN_SCORE
 
@@ -51,7 +52,7 @@ class SearchDock(QgsDockWidget):
     settingsRequested = pyqtSignal()
 
     def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
-        super().__init__("Text search in imagery", parent)
+        super().__init__(PLUGIN_NAME, parent)
         self.setObjectName(DOCK_OBJECT_NAME)
         self.controller = controller
         self.chooser: LayerChooser | None = None
@@ -98,7 +99,7 @@ class SearchDock(QgsDockWidget):
         text.setObjectName("dependencyText")
         text.setWordWrap(True)
         text.setStyleSheet("color: #9a3412;")
-        install = QPushButton("Install…")
+        install = QPushButton(tr("Install…"))
         install.setObjectName("installButton")
         install.clicked.connect(self.installRequested)
         row.addWidget(text, 1)
@@ -110,10 +111,10 @@ class SearchDock(QgsDockWidget):
         row = QHBoxLayout()
         self.queryEdit = QLineEdit()
         self.queryEdit.setObjectName("queryEdit")
-        self.queryEdit.setPlaceholderText("Describe what to find, e.g. parking lot with cars")
+        self.queryEdit.setPlaceholderText(tr("Describe what to find, e.g. parking lot with cars"))
         self.queryEdit.setClearButtonEnabled(True)
         self.queryEdit.returnPressed.connect(self._search)
-        self.searchButton = QPushButton("Search")
+        self.searchButton = QPushButton(tr("Search"))
         self.searchButton.setObjectName("searchButton")
         self.searchButton.setDefault(True)
         self.searchButton.clicked.connect(self._search)
@@ -127,21 +128,21 @@ class SearchDock(QgsDockWidget):
         self.topKSpin.setObjectName("topKSpin")
         self.topKSpin.setRange(1, 1000)
         self.topKSpin.setValue(settings.top_k)
-        self.topKSpin.setPrefix("top ")
-        self.topKSpin.setToolTip("How many tiles to return")
+        self.topKSpin.setPrefix(tr("top "))
+        self.topKSpin.setToolTip(tr("How many tiles to return"))
         self.minScoreSpin = QDoubleSpinBox()
         self.minScoreSpin.setObjectName("minScoreSpin")
         self.minScoreSpin.setRange(NO_MIN_SCORE, 1.0)
         self.minScoreSpin.setSingleStep(0.01)
         self.minScoreSpin.setDecimals(2)
-        self.minScoreSpin.setSpecialValueText("any score")
+        self.minScoreSpin.setSpecialValueText(tr("any score"))
         self.minScoreSpin.setPrefix("≥ ")
         self.minScoreSpin.setValue(settings.min_score)
-        self.minScoreSpin.setToolTip("Hide tiles whose similarity to the query is below this value")
+        self.minScoreSpin.setToolTip(tr("Hide tiles whose similarity to the query is below this value"))
         self.scopeCombo = QComboBox()
         self.scopeCombo.setObjectName("scopeCombo")
-        self.scopeCombo.addItems(["All indexed layers", "Map extent only"])
-        self.scopeCombo.setToolTip("Where to search")
+        self.scopeCombo.addItems([tr("All indexed layers"), tr("Map extent only")])
+        self.scopeCombo.setToolTip(tr("Where to search"))
         self.topKSpin.valueChanged.connect(self._remember_limits)
         self.minScoreSpin.valueChanged.connect(self._remember_limits)
         options.addWidget(self.topKSpin)
@@ -162,13 +163,13 @@ class SearchDock(QgsDockWidget):
         refine.setContentsMargins(0, 0, 0, 0)
         self.marksLabel = QLabel()
         self.marksLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.refineButton = QPushButton("Refine")
+        self.refineButton = QPushButton(tr("Refine"))
         self.refineButton.setObjectName("refineButton")
-        self.refineButton.setToolTip("Search again with the good results as examples and away from the bad ones")
+        self.refineButton.setToolTip(tr("Search again with the good results as examples and away from the bad ones"))
         self.refineButton.clicked.connect(lambda: self.controller.refine(self._extent_only()))
         clear = QToolButton()
-        clear.setText("Clear")
-        clear.setToolTip("Forget the good and bad marks")
+        clear.setText(tr("Clear"))
+        clear.setToolTip(tr("Forget the good and bad marks"))
         clear.clicked.connect(self._clear_marks)
         refine.addWidget(self.marksLabel, 1)
         refine.addWidget(clear)
@@ -176,11 +177,11 @@ class SearchDock(QgsDockWidget):
         layout.addWidget(self.refineBar)
 
         row = QHBoxLayout()
-        self.keepCheck = QCheckBox("Keep results layer")
+        self.keepCheck = QCheckBox(tr("Keep results layer"))
         self.keepCheck.setObjectName("keepCheck")
-        self.keepCheck.setToolTip("Keep this results layer on the map when the next search runs")
+        self.keepCheck.setToolTip(tr("Keep this results layer on the map when the next search runs"))
         self.keepCheck.toggled.connect(lambda on: setattr(self.controller, "keep_results", on))
-        self.exportButton = QPushButton("Export results…")
+        self.exportButton = QPushButton(tr("Export results…"))
         self.exportButton.setObjectName("exportButton")
         self.exportButton.clicked.connect(lambda: self.export_results())
         row.addWidget(self.keepCheck, 1)
@@ -192,9 +193,9 @@ class SearchDock(QgsDockWidget):
         self.statusLabel = QLabel()
         self.statusLabel.setObjectName("statusLabel")
         self.statusLabel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.indexButton = QPushButton("Index layers…")
+        self.indexButton = QPushButton(tr("Index layers…"))
         self.indexButton.setObjectName("indexButton")
-        self.indexButton.setToolTip("Cut raster layers into tiles and embed them, so they can be searched")
+        self.indexButton.setToolTip(tr("Cut raster layers into tiles and embed them, so they can be searched"))
         self.indexButton.clicked.connect(self.choose_layers)
         row.addWidget(self.statusLabel, 1)
         row.addWidget(self.indexButton)
@@ -204,7 +205,7 @@ class SearchDock(QgsDockWidget):
         self.indexProgress.setObjectName("indexProgress")
         self.indexProgress.setRange(0, 100)
         self.indexProgress.setTextVisible(True)
-        self.cancelButton = QPushButton("Cancel")
+        self.cancelButton = QPushButton(tr("Cancel"))
         self.cancelButton.setObjectName("cancelButton")
         self.cancelButton.clicked.connect(self.controller.cancel_indexing)
         progress_row.addWidget(self.indexProgress, 1)
@@ -218,7 +219,7 @@ class SearchDock(QgsDockWidget):
         self.providerLabel.setWordWrap(True)
         settings = QToolButton()
         settings.setObjectName("settingsButton")
-        settings.setText("Settings…")
+        settings.setText(tr("Settings…"))
         settings.setAutoRaise(True)
         settings.clicked.connect(self.settingsRequested)
         footer.addWidget(self.providerLabel, 1)
@@ -251,7 +252,9 @@ class SearchDock(QgsDockWidget):
             self.controller.message("There are no results to export; run a search first.", Qgis.MessageLevel.Info)
             return
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export results", "search_results.gpkg", "GeoPackage (*.gpkg)")
+            folder = QgsProject.instance().homePath()  # the project's folder (empty for an unsaved project)
+            start = str(Path(folder) / "search_results.gpkg") if folder else "search_results.gpkg"
+            path, _ = QFileDialog.getSaveFileName(self, tr("Export results"), start, tr("GeoPackage (*.gpkg)"))
             if not path:
                 return
         written = self.controller.export(path, add_to_project=False)
@@ -260,8 +263,8 @@ class SearchDock(QgsDockWidget):
 
     def _offer_to_add(self, path: str) -> None:
         bar = self.controller.iface.messageBar()
-        item = bar.createMessage("RS Text Search", f"Results written to {path}.")
-        button = QPushButton("Add to map")
+        item = bar.createMessage(PLUGIN_NAME, f"Results written to {path}.")
+        button = QPushButton(tr("Add to map"))
         button.setObjectName("addExportButton")
 
         def add() -> None:
@@ -283,7 +286,7 @@ class SearchDock(QgsDockWidget):
         self.resultsView.render_results()
         request = controller.request
         if request is None:
-            self.summaryLabel.setText("Type a description and press Enter. Results appear here and on the map.")
+            self.summaryLabel.setText(tr("Type a description and press Enter. Results appear here and on the map."))
         else:
             self.summaryLabel.setText(f"<b>{len(controller.results)}</b> tiles for <i>{request.label}</i>"
                                       + (" in the map extent" if request.bbox else ""))
@@ -300,7 +303,7 @@ class SearchDock(QgsDockWidget):
 
     def _render_searching(self, busy: bool) -> None:
         self.searchButton.setEnabled(not busy and not self.controller.missing)
-        self.searchButton.setText("Searching…" if busy else "Search")
+        self.searchButton.setText(tr("Searching…") if busy else tr("Search"))
 
     def _render_indexing(self) -> None:
         task = self.controller.index_task
@@ -311,7 +314,12 @@ class SearchDock(QgsDockWidget):
         if running:
             try:
                 self.indexProgress.setValue(int(task.progress()))
-                self.indexProgress.setFormat(f"{task.status_text} (%p%)")
+                # The layer name can be long: the bar shows what fits, its tooltip all of it.
+                room = max(40, self.indexProgress.width() - 16)
+                text = self.indexProgress.fontMetrics().elidedText(f"{task.status_text} (%p%)",
+                                                                     Qt.TextElideMode.ElideMiddle, room)
+                self.indexProgress.setFormat(text)
+                self.indexProgress.setToolTip(task.status_text)
             except RuntimeError:  # the task object was deleted meanwhile
                 pass
 
@@ -320,15 +328,15 @@ class SearchDock(QgsDockWidget):
         indexed = sum(1 for _, state in states if state in (LayerState.INDEXED, LayerState.OTHER_GRID))
         other_grid = sum(1 for _, state in states if state == LayerState.OTHER_GRID)
         if not states:
-            text = "No raster layer in the project"
+            text = tr("No raster layer in the project")
         else:
             text = f"{indexed} of {len(states)} raster layer{'s' if len(states) != 1 else ''} indexed" \
                 + (f" ({other_grid} with another tile size)" if other_grid else "")
         self.statusLabel.setText(text)
         self.statusLabel.setToolTip("\n".join(f"{layer.name()}: {state}" for layer, state in states))
         searchable = indexed > 0 and not self.controller.missing
-        self.searchButton.setToolTip("" if searchable else "Install the missing packages first"
-                                     if self.controller.missing else "Index a raster layer first")
+        self.searchButton.setToolTip("" if searchable else tr("Install the missing packages first")
+                                     if self.controller.missing else tr("Index a raster layer first"))
 
     def _render_model(self) -> None:
         model = self.controller.engine.loaded_model
@@ -339,7 +347,7 @@ class SearchDock(QgsDockWidget):
             return
         info = self.controller.model_info(quiet=True)
         if info is None:
-            self.providerLabel.setText("No model found: choose one in Settings")
+            self.providerLabel.setText(tr("No model found: choose one in Settings"))
         else:
             self.providerLabel.setText(f"{info.name} · loads on first use")
             self.providerLabel.setToolTip(str(info.directory))

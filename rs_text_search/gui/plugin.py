@@ -1,11 +1,12 @@
 """The plugin object QGIS creates through ``classFactory``: ``initGui`` and ``unload`` are mirrors.
 
-``initGui`` checks dependencies first, then adds (in this order) the log handler, the controller,
-the dock, the actions with their menu entries and toolbar icons, the map tool and the canvas
-menu entry, and the Processing provider through ``initProcessing`` (which ``qgis_process`` calls
-alone). ``unload`` removes the same objects in reverse order: docks with ``removeDockWidget`` +
-``deleteLater``, menu entries under the identical title, the map tool, the provider and every
-signal connection, so loading and unloading leaves nothing behind.
+``initGui`` checks dependencies first, then adds (in this order) the translator, the log handler,
+the controller, the dock, the actions with their menu entries and the plugin's own toolbar, the
+map tool and the canvas menu entry, and the Processing provider through ``initProcessing``
+(which ``qgis_process`` calls alone). ``unload`` removes the same objects in reverse order: docks
+with ``removeDockWidget`` + ``deleteLater``, menu entries under the identical title, the toolbar,
+the map tool, the provider and every signal connection, so loading and unloading leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import contextlib
 import logging
 
 from qgis.core import Qgis, QgsApplication
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QPushButton
 
 from . import deps
@@ -24,7 +25,7 @@ from .controller import Controller
 from .deps_dialog import InstallDialog
 from .dock import SearchDock
 from .maptool import CanvasMenuHook, SimilarTileTool
-from .meta import PLUGIN_NAME, icon_path
+from .meta import PLUGIN_NAME, help_url, icon_path, install_translator, remove_translator, similar_icon_path, tr
 from .options import OptionsDialog
 from .processing.provider import RsTextSearchProvider
 
@@ -33,11 +34,12 @@ try:
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt5
 
-__all__ = ["RsTextSearchPlugin", "MENU_TITLE"]
+__all__ = ["RsTextSearchPlugin", "MENU_TITLE", "TOOLBAR_OBJECT_NAME"]
 
 log = logging.getLogger(__name__)
 
 MENU_TITLE = "&RS Text Search"
+TOOLBAR_OBJECT_NAME = "RsTextSearchToolbar"
 
 
 class RsTextSearchPlugin:
@@ -50,17 +52,20 @@ class RsTextSearchPlugin:
         self.dock: SearchDock | None = None
         self.actions: list[QAction] = []
         self.toolbar_actions: list[QAction] = []
+        self.toolbar = None
         self.map_tool: SimilarTileTool | None = None
         self.menu_hook: CanvasMenuHook | None = None
         self.provider: RsTextSearchProvider | None = None
         self.dialogs: list = []
         self._missing_message = None
         self._log_handler = None
+        self._translator = None
 
     # -- load ------------------------------------------------------------------------------------
     def initGui(self) -> None:  # noqa: N802 - QGIS API
         deps.activate()
         self.missing = deps.missing_modules()
+        self._translator = install_translator()
         self._log_handler = plugin_log.install()
         icon = QIcon(icon_path())
         window, canvas = self.iface.mainWindow(), self.iface.mapCanvas()
@@ -73,25 +78,34 @@ class RsTextSearchPlugin:
 
         panel = self.dock.toggleViewAction()
         panel.setIcon(icon)
-        panel.setText("Text search panel")
-        similar = QAction("Find similar tiles (click the map)", window)
+        panel.setText(tr("RS Text Search panel"))
+        similar = QAction(QIcon(similar_icon_path()), tr("Find similar tiles (click the map)"), window)
+        similar.setObjectName("rsFindSimilarTool")
         similar.setCheckable(True)
-        similar.setIcon(QgsApplication.getThemeIcon("/mActionIdentify.svg"))
-        similar.setToolTip("Click a tile on the map to find tiles that look like it")
-        index = QAction("Index raster layers…", window)
+        similar.setToolTip(tr("Click a tile on the map to find tiles that look like it"))
+        index = QAction(QgsApplication.getThemeIcon("/mActionAddRasterLayer.svg"), tr("Index raster layers…"), window)
+        index.setObjectName("rsIndexLayers")
         index.triggered.connect(self._index)
-        settings = QAction("Settings…", window)
+        settings = QAction(QgsApplication.getThemeIcon("/mActionOptions.svg"), tr("Settings…"), window)
         settings.triggered.connect(self.show_settings)
+        help_action = QAction(QgsApplication.getThemeIcon("/mActionHelpContents.svg"), tr("Help"), window)
+        help_action.setObjectName("rsHelp")
+        help_action.triggered.connect(self.show_help)
         self.actions = [panel, index, similar, settings]
         if self.missing:
-            install = QAction("Install missing dependencies…", window)
+            install = QAction(tr("Install missing dependencies…"), window)
             install.triggered.connect(self.show_install)
             self.actions.append(install)
+        self.actions.append(help_action)
         for action in self.actions:
             self.iface.addPluginToRasterMenu(MENU_TITLE, action)
-        self.toolbar_actions = [panel, similar]
+        # A toolbar of its own: the Raster toolbar is hidden in a fresh profile.
+        self.toolbar = self.iface.addToolBar(PLUGIN_NAME)
+        self.toolbar.setObjectName(TOOLBAR_OBJECT_NAME)
+        self.toolbar.setToolTip(PLUGIN_NAME)
+        self.toolbar_actions = [panel, index, similar]
         for action in self.toolbar_actions:
-            self.iface.addRasterToolBarIcon(action)
+            self.toolbar.addAction(action)
 
         self.map_tool = SimilarTileTool(canvas, self.controller.find_similar_at)
         self.map_tool.setAction(similar)
@@ -129,9 +143,11 @@ class RsTextSearchPlugin:
                 canvas.unsetMapTool(self.map_tool)
             self.map_tool.deleteLater()
             self.map_tool = None
-        for action in self.toolbar_actions:
-            self.iface.removeRasterToolBarIcon(action)
         self.toolbar_actions = []
+        if self.toolbar is not None:
+            self.iface.mainWindow().removeToolBar(self.toolbar)
+            self.toolbar.deleteLater()
+            self.toolbar = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU_TITLE, action)
         for action in self.actions[1:]:  # the first is the dock's own toggle action, deleted with it
@@ -152,6 +168,8 @@ class RsTextSearchPlugin:
             self.controller = None
         plugin_log.uninstall(self._log_handler)
         self._log_handler = None
+        remove_translator(self._translator)
+        self._translator = None
 
     # -- actions ---------------------------------------------------------------------------------
     def _index(self) -> None:
@@ -165,6 +183,9 @@ class RsTextSearchPlugin:
             canvas.setMapTool(self.map_tool)
         elif canvas.mapTool() is self.map_tool:
             canvas.unsetMapTool(self.map_tool)
+
+    def show_help(self) -> None:
+        QDesktopServices.openUrl(QUrl(help_url()))
 
     def show_settings(self) -> None:
         dialog = OptionsDialog(self.controller.settings, self.iface.mainWindow())

@@ -92,6 +92,9 @@ class FakeIface:
             self.raster_menu.removeAction(menu.menuAction())
             menu.deleteLater()
 
+    def addToolBar(self, name: str):  # noqa: N802 - QgisInterface.addToolBar(name) -> QToolBar
+        return self.window.addToolBar(name)
+
     def addRasterToolBarIcon(self, action) -> None:  # noqa: N802
         self.raster_toolbar.addAction(action)
 

@@ -51,6 +51,8 @@ def test_make_package_builds_an_installable_zip(tmp_path):
     assert not [n for n in names if "/tests/" in n or "/training/" in n or "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if "/resources/" in n or n.endswith((".onnx", "cli.py", "__main__.py", "demo.py"))]
     assert archive.stat().st_size < 1_000_000, "the plugin alone is code: the model is a separate download"
+    if shutil.which("lrelease"):
+        assert "rs_text_search/i18n/rs_text_search_fr.qm" in names
 
     plugins = tmp_path / "plugins"
     zipfile.ZipFile(archive).extractall(plugins)
@@ -103,6 +105,12 @@ def test_make_model_zip_is_found_once_its_folder_is_chosen(qgis_app, tmp_path):
     for folder in (chosen, chosen / "rs-default"):
         info = Engine().model_info(PluginSettings(model_dir=str(folder)))
         assert info.name == "rs-default" and info.directory == (chosen / "rs-default").resolve()
+
+
+def test_translation_files_hold_every_tr_text():
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "update_translations.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
 
 
 def test_the_plugin_never_loads_a_second_gdal_or_proj(scenes):

@@ -7,7 +7,7 @@ import logging
 import pytest
 from qgis.core import QgsApplication, QgsProject
 from qgis.gui import QgsMapTool
-from qgis.PyQt.QtWidgets import QAction, QDockWidget, QWidget
+from qgis.PyQt.QtWidgets import QAction, QDockWidget, QToolBar, QWidget
 
 import rs_text_search
 from rs_text_search.gui.layers import RESULTS_PROPERTY
@@ -27,6 +27,7 @@ def _snapshot(iface) -> dict:
         "widgets": len(window.findChildren(QWidget)),
         "raster_menu": [a.text() for a in iface.raster_menu.actions()],
         "toolbar": [a.text() for a in iface.raster_toolbar.actions()],
+        "toolbars": sorted(t.objectName() for t in window.findChildren(QToolBar)),
         "map_tools": len(canvas.findChildren(QgsMapTool)),
         "map_tool": canvas.mapTool(),
         "canvas_items": len(canvas.items()),
@@ -50,6 +51,13 @@ def test_load_unload_twice_leaves_nothing_behind(iface, plugin_settings, cache, 
         assert "RsTextSearchDock" in loaded["docks"]
         assert any(a.menu() and a.menu().title() == "&RS Text Search" for a in iface.raster_menu.actions())
         assert "rs_text_search" in loaded["providers"]
+        # Its own toolbar (the Raster toolbar is hidden in a fresh profile), and a Help entry.
+        toolbar = iface.mainWindow().findChild(QToolBar, "RsTextSearchToolbar")
+        assert [a.objectName() for a in toolbar.actions()][1:] == ["rsIndexLayers", "rsFindSimilarTool"]
+        assert loaded["toolbar"] == before["toolbar"], "nothing on the Raster toolbar"
+        menu = next(a.menu() for a in iface.raster_menu.actions() if a.menu() and a.menu().title() == "&RS Text Search")
+        assert [a.text() for a in menu.actions()][-1] == "Help"
+        assert not toolbar.actions()[2].icon().isNull()
         assert loaded["canvas_menu_receivers"] == before["canvas_menu_receivers"] + 1
         assert loaded["receivers"]["layersAdded"] > before["receivers"]["layersAdded"]
         plugin.iface.mapCanvas().setMapTool(plugin.map_tool)
@@ -85,3 +93,47 @@ def test_logging_reaches_the_qgis_message_log(plugin, qtbot):
     finally:
         log.messageReceived.disconnect(keep)
     assert ("rs_text_search.gui.test: a sentence for the log panel", "RS Text Search") in received
+
+
+def test_one_name_a_help_address_and_the_algorithms_help(plugin, iface):
+    from qgis.core import QgsApplication
+
+    from rs_text_search.gui.meta import PLUGIN_NAME, help_url
+
+    assert plugin.dock.windowTitle() == PLUGIN_NAME and plugin.actions[0].text() == f"{PLUGIN_NAME} panel"
+    assert help_url().startswith("https://") and help_url().endswith("#the-qgis-plugin")
+    provider = QgsApplication.processingRegistry().providerById("rs_text_search")
+    assert provider.name() == PLUGIN_NAME
+    for algorithm in provider.algorithms():
+        assert algorithm.helpUrl() == help_url() and algorithm.group() == ""
+
+
+def test_the_translation_for_qgis_locale_is_loaded_and_removed_on_unload(iface, plugin_settings, cache, tmp_path):
+    import shutil
+    import subprocess
+
+    from qgis.core import QgsSettings
+
+    from rs_text_search.gui import meta
+
+    if shutil.which("lrelease") is None:
+        pytest.skip("lrelease (Qt's translation compiler) is not installed")
+    ts = meta.I18N / "rs_text_search_fr.ts"
+    subprocess.run(["lrelease", "-silent", str(ts), "-qm", str(tmp_path / "rs_text_search_fr.qm")], check=True)
+    settings = QgsSettings()
+    settings.setValue("locale/userLocale", "fr_FR")
+    original = meta.I18N
+    meta.I18N = tmp_path
+    try:
+        plugin = rs_text_search.classFactory(iface)
+        plugin.initGui()
+        try:
+            assert plugin.dock.indexButton.text() == "Indexer des couches…"
+            assert [a.text() for a in plugin.actions][-1] == "Aide"
+        finally:
+            plugin.unload()
+        assert meta.tr("Help") == "Help", "unloading removes the translator"
+    finally:
+        meta.I18N = original
+        settings.remove("locale/userLocale")
+        flush_deletes()

@@ -204,8 +204,14 @@ def test_export_geopackage_with_fields_and_style(indexed, iface, qtbot, wait_idl
     plugin, _ = indexed
     search(plugin, qtbot, wait_idle, "parking lot with cars")
     target = tmp_path / "matches.gpkg"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (asked.append(a), (str(target), ""))[1]))
+    project_folder = tmp_path / "project"
+    QgsProject.instance().setPresetHomePath(str(project_folder))
     qtbot.mouseClick(plugin.dock.exportButton, Qt.LeftButton)
+    QgsProject.instance().setPresetHomePath("")
+    assert asked[0][2] == str(project_folder / "search_results.gpkg"), "the dialog opens in the project's folder"
     assert target.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["matches.gpkg"], "no temporary or side files left"
 

@@ -39,6 +39,7 @@ from ..canvas import crs_string
 from ..crs import crs_from_string, qgis_transforms
 from ..engine import Engine
 from ..layers import result_features, result_fields, style_results_layer
+from ..meta import help_url
 from ..settings import PROVIDERS, PluginSettings
 from ..source import QgisRasterSource, is_online, layer_ground_m, lookup_identity
 
@@ -55,11 +56,14 @@ class _Base(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 - QGIS API
         return type(self)(self.engine)
 
-    def group(self) -> str:
-        return "Text search in imagery"
+    def group(self) -> str:  # no group: the algorithms sit right under the "RS Text Search" provider
+        return ""
 
     def groupId(self) -> str:  # noqa: N802
-        return "text_search"
+        return ""
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return help_url()
 
     def _model_parameters(self) -> None:
         defaults = PluginSettings.load()
