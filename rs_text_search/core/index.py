@@ -70,14 +70,19 @@ CREATE INDEX IF NOT EXISTS tiles_bounds ON tiles (minx, maxx, miny, maxy);
 
 
 class _Catalog(sqlite3.Connection):
-    """A read-only connection that ``with`` also closes (sqlite3's own only commits): every connection left
-    open keeps the catalog's -wal file, which a reader that cannot write then depends on."""
+    """A read-only connection that ``with`` also closes (sqlite3's own only commits: every connection left
+    open keeps the catalog's -wal file, which a reader that cannot write then depends on), and that turns
+    a damaged catalog met while reading into ``IndexDamagedError`` (``damaged``: its sentence)."""
 
-    def __exit__(self, *exc):
+    damaged = "The index's catalog is damaged; index the raster again to rebuild it."
+
+    def __exit__(self, exc_type, exc, tb):
         try:
-            return super().__exit__(*exc)
+            super().__exit__(exc_type, exc, tb)
         finally:
             self.close()
+        if isinstance(exc, sqlite3.DatabaseError) and "locked" not in str(exc):
+            raise IndexDamagedError(self.damaged) from exc
 
 
 @dataclass(frozen=True)
@@ -168,14 +173,19 @@ class TileIndex:
         writable = os.access(self.directory, os.W_OK) and os.access(path, os.W_OK)
         immutable = not writable and not Path(f"{path}-wal").exists()
         uri = f"{path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}"
-        return sqlite3.connect(uri, uri=True, timeout=30, factory=_Catalog)
+        connection = sqlite3.connect(uri, uri=True, timeout=30, factory=_Catalog)
+        connection.damaged = self.damaged_sentence("its catalog is damaged")
+        return connection
 
-    def problem(self, deep: bool = False) -> str | None:
-        """Why this index cannot be searched, as a phrase ("its file ids.npy is missing"), or None."""
-        if deep and self._verified:
+    def problem(self, deep: bool = False, thorough: bool = False) -> str | None:
+        """Why this index cannot be searched, as a phrase ("its file ids.npy is missing"), or None.
+
+        The levels of checking are ``core.integrity``'s: cheap, ``deep`` (made once per object), ``thorough``.
+        """
+        if deep and not thorough and self._verified:
             return None
-        found = index_problem(self.directory, self.meta, lambda: self.connect(read_only=True), STATUS, deep)
-        self._verified = deep and found is None
+        found = index_problem(self.directory, self.meta, lambda: self.connect(read_only=True), deep, thorough)
+        self._verified = (deep or thorough) and found is None
         return found
 
     def damaged_sentence(self, problem: str) -> str:

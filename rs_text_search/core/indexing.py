@@ -250,7 +250,7 @@ def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: G
         try:
             index = TileIndex.open(folder)
             index.check_model(model.sha256)
-            problem = index.problem(deep=True)
+            problem = index.problem(deep=True, thorough=True)
             if problem is None and "files" in index.meta:
                 return index, None
         except IndexMismatchError as exc:

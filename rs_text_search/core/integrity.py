@@ -4,9 +4,13 @@
 catalog's tile counts. Before an index is searched (``TileIndex.verify``):
 
 - cheap (listing the cache): meta.json complete, the two files present with their recorded sizes;
-- deep (once per opened index, before its first search): both checksums (SHA-256 runs at about
-  1.5 GB/s here, a third of a second for a million tiles' exact index), SQLite's ``quick_check`` of
-  the catalog, and its counts per status equal to the recorded ones and to the grid.
+- deep (once per opened index, before its first search): both checksums, the catalog's header (a
+  SQLite file whose size is the page count it records) and its tile count against meta.json and the
+  grid. Measured on 100,000 tiles of 384 dimensions (147 MiB index.faiss, 198 MiB catalog, warm page
+  cache, 2 shared cores): 131 ms, less than reading index.faiss itself takes (156 ms);
+- thorough (``index`` over a finished index): also SQLite's ``quick_check`` (348 ms in all there: it
+  reads the whole catalog, so searches leave it to ``index``; a search that still meets a damaged
+  page says so in one sentence, and the next ``index`` rebuilds the catalog).
 
 A problem is one phrase (``"its file ids.npy is missing"``) that callers put into a sentence; the next
 ``index`` run of the raster rebuilds what the phrase names (``indexing.build_index``).
@@ -18,6 +22,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import IndexDamagedError
 from .model import file_sha256
 
 __all__ = ["INDEX_FILES", "file_record", "index_problem", "catalog_problem", "repair_catalog"]
@@ -30,26 +35,48 @@ def file_record(path: Path) -> dict:
     return {"bytes": Path(path).stat().st_size, "sha256": file_sha256(path)}
 
 
-def catalog_problem(connect: Callable[[], sqlite3.Connection], meta: dict, status: dict[str, int]) -> str | None:
-    """What is wrong with a catalog (quick_check, counts against meta.json and the grid), or None."""
-    try:
-        with connect() as db:
-            check = db.execute("PRAGMA quick_check(1)").fetchone()
-            if check is None or check[0] != "ok":
-                return "its catalog is damaged"
-            rows = dict(db.execute("SELECT status, COUNT(*) FROM tiles GROUP BY status").fetchall())
-    except sqlite3.DatabaseError:  # not a database, truncated, no tiles table
+def _header_problem(path: Path) -> str | None:
+    """A SQLite file's header against its size (https://www.sqlite.org/fileformat.html, section 1.3): the
+    magic string, and the page count times the page size, where the header vouches for its page count."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or header[:16] != b"SQLite format 3\x00":
         return "its catalog is damaged"
-    counts = meta.get("counts") or {}
-    found = {name: int(rows.get(code, 0)) for name, code in status.items()}
-    n_rows, n_cols = meta["grid_shape"]
-    if sum(rows.values()) != n_rows * n_cols or (counts and found != counts):
-        return f"its catalog holds {sum(rows.values())} of the {n_rows * n_cols} tiles it should"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, page_count, valid_for = (int.from_bytes(header[i : i + 4], "big") for i in (24, 28, 92))
+    wal = Path(f"{path}-wal")
+    settled = not wal.exists() or wal.stat().st_size == 0  # a WAL with frames in it may hold newer pages
+    if settled and valid_for == change_counter and page_count * page_size != Path(path).stat().st_size:
+        return "its catalog is damaged (truncated)"
     return None
 
 
-def index_problem(directory: Path, meta: dict, connect: Callable[[], sqlite3.Connection], status: dict[str, int],
-                  deep: bool) -> str | None:
+def catalog_problem(connect: Callable[[], sqlite3.Connection], path: Path, meta: dict,
+                    thorough: bool = False) -> str | None:
+    """What is wrong with a catalog (header, tile count against meta.json and the grid; ``thorough``: also
+    SQLite's quick_check), or None."""
+    problem = _header_problem(path)
+    if problem:
+        return problem
+    try:
+        with connect() as db:
+            if thorough:
+                check = db.execute("PRAGMA quick_check(1)").fetchone()
+                if check is None or check[0] != "ok":
+                    return "its catalog is damaged"
+            total = int(db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0])
+    except (sqlite3.DatabaseError, IndexDamagedError):  # not a database, malformed, no tiles table
+        return "its catalog is damaged"
+    n_rows, n_cols = meta["grid_shape"]
+    recorded = sum((meta.get("counts") or {}).values())
+    if total != n_rows * n_cols or (recorded and total != recorded):
+        return f"its catalog holds {total} of the {n_rows * n_cols} tiles it should"
+    return None
+
+
+def index_problem(directory: Path, meta: dict, connect: Callable[[], sqlite3.Connection], deep: bool,
+                  thorough: bool = False) -> str | None:
     """Why a finished index cannot be trusted, as a phrase, or None when it can (see the module docstring)."""
     if not meta.get("complete"):
         return "its indexing is not finished"
@@ -62,12 +89,12 @@ def index_problem(directory: Path, meta: dict, connect: Callable[[], sqlite3.Con
             return f"its file {name} has the wrong size"
     if not (Path(directory) / "catalog.sqlite").is_file():
         return "its catalog is missing"
-    if not deep:
+    if not (deep or thorough):
         return None
     for name in INDEX_FILES:
         if name in recorded and file_record(Path(directory) / name)["sha256"] != recorded[name]["sha256"]:
             return f"its file {name} does not match its checksum"
-    return catalog_problem(connect, meta, status)
+    return catalog_problem(connect, Path(directory) / "catalog.sqlite", meta, thorough)
 
 
 def repair_catalog(path: Path, n_tiles: int, embedding_bytes: int, status: dict[str, int]) -> str | None:

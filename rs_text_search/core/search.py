@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import QueryError
+from .errors import IndexDamagedError, QueryError
 from .index import TILE_ID_PATTERN, TileIndex
 from .model import Model
 
@@ -99,17 +99,29 @@ class SearchResult:
 
 
 class Searcher:
-    """Search a set of indexes made by ``model``."""
+    """Search a set of indexes made by ``model``.
+
+    Each index is verified first (``TileIndex.verify``, once per object); damaged ones are left out and
+    ``skipped`` holds one sentence for each. When none is left, the first sentence is raised.
+    """
 
     def __init__(self, model: Model, indexes: Sequence[TileIndex],
                  transform_bounds: BoundsTransform = pyproj_transform_bounds,
                  transform_point: PointTransform = pyproj_transform_point) -> None:
         if not indexes:
             raise QueryError("Nothing is indexed yet; index a raster first.")
+        self.indexes, self.skipped = [], []
         for index in indexes:
             index.check_model(model.sha256)
+            try:
+                index.verify()
+            except IndexDamagedError as exc:
+                self.skipped.append(str(exc))
+                continue
+            self.indexes.append(index)
+        if not self.indexes:
+            raise IndexDamagedError(self.skipped[0])
         self.model = model
-        self.indexes = list(indexes)
         self._transform_bounds = transform_bounds
         self._transform_point = transform_point
 

@@ -343,3 +343,43 @@ def test_a_full_disk_while_indexing_is_one_sentence(world):
     result = _in_namespace(world, full, "index", str(raster), "--json", cache=small / "cache")
     assert result.returncode == 2 and result.stderr.splitlines() == [result.stderr.strip()]
     assert "is full; free some space and run again" in result.stderr
+
+
+def test_a_full_disk_while_exporting_is_one_sentence(world):
+    small = world.root / "small-disk"
+    small.mkdir()
+    result = _in_namespace(world, f"mount -t tmpfs -o size=16k tmpfs {small}", "search", "fields",
+                           "--out", str(small / "r.gpkg"))
+    assert result.returncode == 2 and result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert "is full; free some space" in result.stderr
+
+
+def test_the_library_leaves_a_damaged_index_out_with_a_sentence(world, tiny_model):
+    """What the plugin meets: a Searcher over a damaged index and a healthy one searches the healthy one."""
+    from rs_text_search.core.errors import IndexDamagedError
+    from rs_text_search.core.index import TileIndex
+    from rs_text_search.core.search import Searcher
+
+    _sql(world.folder("a") / "catalog.sqlite", "DELETE FROM tiles WHERE id = 0")
+    indexes = [TileIndex.open(world.folder(name)) for name in ("a", "b")]
+    searcher = Searcher(tiny_model, indexes)
+    assert [index.raster_name for index in searcher.indexes] == ["b"]
+    assert searcher.skipped == ["The index of 'a' cannot be used (its catalog holds 5 of the 6 tiles it should); "
+                                "index the raster again to rebuild it."]
+    with pytest.raises(IndexDamagedError, match="^The index of 'a' cannot be used"):
+        Searcher(tiny_model, indexes[:1])
+
+
+def test_a_damaged_page_inside_the_catalog_is_found_by_index(world):
+    """Sizes and header intact, a page overwritten: a search meets it in one sentence at worst (searches skip
+    the whole-file quick_check), and the next ``index`` finds it and embeds the raster again."""
+    catalog = world.folder("a") / "catalog.sqlite"
+    page = 4096
+    for number in range(1, catalog.stat().st_size // page):
+        _overwrite(catalog, number * page, b"\xa5" * page)
+    code, out, err = world.run("search", "fields", "--top-k", "20", "--json")
+    assert (code, len(err)) in ((0, 0), (0, 1), (2, 1)), err
+    assert code == 0 or "catalog is damaged; index the raster again" in err[0]
+    code, out, err = world.run("index", str(world.root / "a.tif"), "--json")
+    assert code == 0 and json.loads(out)[0]["resumed_from"] == 0 and "every tile is embedded again" in err[0]
+    assert sorted(r["raster_name"] for r in world.search()) == ["a"] * 6 + ["b"] * 4
