@@ -102,7 +102,7 @@ def write_failure(what: str, folder: Path, exc: BaseException, error: type[Excep
         full = shutil.disk_usage(folder if Path(folder).exists() else Path(folder).parent).free < 1 << 20
     except OSError:
         full = False
-    if full or getattr(exc, "errno", None) == errno.ENOSPC or "full" in str(exc):
+    if full or getattr(exc, "errno", None) == errno.ENOSPC or any(w in str(exc) for w in ("full", "No space left")):
         return error(f"Writing {what} failed: the disk holding '{folder}' is full; free some space and run "
                           "again (finished work is kept).")
     if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in str(exc):

@@ -116,6 +116,25 @@ def test_a_failed_write_stops_indexing_and_keeps_the_batches_before_it(tmp_path,
     assert not TileIndex.open(folder).complete
 
 
+def test_a_full_disk_at_finalize_is_one_sentence_and_the_next_run_finishes(tmp_path, cache, tiny_model, monkeypatch):
+    import faiss
+
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    real_write = faiss.write_index
+
+    def full(index, name):
+        raise RuntimeError("Error: 'ret == (n)' failed: write error in index.faiss: 0 != 1 (No space left on device)")
+
+    monkeypatch.setattr(faiss, "write_index", full)
+    with open_raster(path) as source, pytest.raises(CacheError, match="is full; free some space and run again"):
+        build_index(source, tiny_model)
+    monkeypatch.setattr(faiss, "write_index", real_write)
+    assert not list(cache.rglob("*.tmp*"))
+    with open_raster(path) as source:
+        index, stats = build_index(source, tiny_model)
+    assert stats.tiles_done_before == 12 and stats.repaired is None and index.problem(deep=True) is None
+
+
 def test_all_nodata_raster_is_refused_and_leaves_nothing(tmp_path, cache, tiny_model):
     path = write_geotiff(tmp_path / "empty.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
     with open_raster(path) as source, pytest.raises(RasterError, match="no tile with image content"):
