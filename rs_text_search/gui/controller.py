@@ -20,6 +20,7 @@ from ..core.errors import ModelError, RasterError, RsTextSearchError
 from ..core.search import SearchResult
 from . import canvas as canvas_tools
 from . import layers as result_layers
+from . import messages
 from .crs import qgis_transforms
 from .deps import missing_sentence
 from .engine import Engine, ModelInfo
@@ -99,7 +100,7 @@ class Controller(QObject):
 
     def message(self, text: str, level: Qgis.MessageLevel = WARNING, seconds: int = 8) -> None:
         log.log(_LOG_LEVELS.get(level, logging.INFO), text)
-        self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, seconds)
+        messages.push(self.iface.messageBar(), MESSAGE_TITLE, text, level, seconds)
 
     def _ready(self) -> bool:
         if self.missing:

@@ -31,6 +31,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from . import messages
 from .chooser import LayerChooser
 from .controller import Controller, LayerState
 from .deps import missing_sentence
@@ -274,7 +275,7 @@ class SearchDock(QgsDockWidget):
 
         button.clicked.connect(add)
         item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.MessageLevel.Success, 10)
+        messages.push(bar, PLUGIN_NAME, "", Qgis.MessageLevel.Success, 10, item)
 
     def _clear_marks(self) -> None:
         for tile_id in list(self.controller.marks):

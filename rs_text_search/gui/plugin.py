@@ -19,7 +19,7 @@ from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QPushButton
 
-from . import deps
+from . import deps, messages
 from . import log as plugin_log
 from .controller import Controller
 from .deps_dialog import InstallDialog
@@ -214,6 +214,6 @@ class RsTextSearchPlugin:
         button.setObjectName("rsInstallFromBar")
         button.clicked.connect(self.show_install)
         item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
+        messages.push(bar, PLUGIN_NAME, "", Qgis.MessageLevel.Warning, 0, item)
         self._missing_message = item
         log.warning("missing dependencies: %s", ", ".join(self.missing))

@@ -137,3 +137,19 @@ def test_the_translation_for_qgis_locale_is_loaded_and_removed_on_unload(iface, 
         meta.I18N = original
         settings.remove("locale/userLocale")
         flush_deletes()
+
+
+def test_long_messages_are_shown_whole(plugin, iface, qtbot):
+    """A message bar entry's text browser is about two lines high; a longer sentence must not be cut."""
+    from qgis.PyQt.QtWidgets import QTextBrowser
+
+    text = ("'massachusetts_22978945_15' is indexed: 2400 tiles searchable, 120 empty tiles skipped (resumed after "
+            "1200 tiles); 78 px tiles (1 m pixels, 78 m tiles), the ground the model's training images covered.")
+    plugin.controller.message(text, seconds=0)
+    item = iface.messageBar().currentItem()
+    browser = item.findChild(QTextBrowser)
+    qtbot.waitUntil(lambda: browser.isVisible() and browser.document().size().height() > 0, timeout=2000)
+    qtbot.wait(50)
+    assert item.text() == text
+    assert browser.verticalScrollBar().maximum() == 0, "the text scrolls: part of it is hidden"
+    assert browser.height() > 42, "taller than the two lines QGIS gives a message"
