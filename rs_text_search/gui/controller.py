@@ -24,8 +24,9 @@ from . import messages
 from .crs import qgis_transforms
 from .deps import missing_sentence
 from .engine import Engine, ModelInfo
+from .layer_states import LayerState, layer_states, project_rasters
 from .settings import PluginSettings
-from .source import QgisRasterSource, is_online, layer_ground_m, lookup_identity, partial_index_exists
+from .source import QgisRasterSource, is_online, layer_ground_m, lookup_identity
 from .tasks import IndexTask, SearchRequest, SearchTask
 
 __all__ = ["Controller", "LayerState"]
@@ -36,11 +37,6 @@ MESSAGE_TITLE = "RS Text Search"
 INFO, SUCCESS, WARNING, CRITICAL = (Qgis.MessageLevel.Info, Qgis.MessageLevel.Success, Qgis.MessageLevel.Warning,
                                     Qgis.MessageLevel.Critical)
 _LOG_LEVELS = {CRITICAL: logging.ERROR, WARNING: logging.WARNING}
-
-
-class LayerState:
-    INDEXED, PARTIAL, NOT_INDEXED, UNREADABLE = "indexed", "partly indexed", "not indexed", "unreadable"
-    OTHER_GRID = "indexed with another tile size"  # searchable; indexing again makes the current grid's
 
 
 class Controller(QObject):
@@ -127,35 +123,10 @@ class Controller(QObject):
 
     # -- layers and their indexes --------------------------------------------------------------
     def raster_layers(self) -> list[QgsRasterLayer]:
-        """Raster layers of the project in layer-tree order (layers not in the tree last)."""
-        project = QgsProject.instance()
-        ordered = [node.layer() for node in project.layerTreeRoot().findLayers() if node.layer() is not None]
-        ordered += [layer for layer in project.mapLayers().values() if layer not in ordered]
-        return [layer for layer in ordered if isinstance(layer, QgsRasterLayer)]
+        return project_rasters()
 
     def layer_states(self) -> list[tuple[QgsRasterLayer, str]]:
-        info = self.model_info(quiet=True)
-        candidates = self.engine.all_indexes(info.sha256) if info else []
-        states = []
-        for layer in self.raster_layers():
-            try:
-                identity = lookup_identity(layer)
-            except RasterError:
-                states.append((layer, LayerState.UNREADABLE))
-                continue
-            if info is None:
-                states.append((layer, LayerState.NOT_INDEXED))
-                continue
-            ground_m = layer_ground_m(layer)
-            if self.engine.indexes_for(identity, info, self.settings, candidates, ground_m, current_grid_only=True):
-                states.append((layer, LayerState.INDEXED))
-            elif partial_index_exists(identity, info.sha256, info.grid(self.settings, ground_m).to_dict()):
-                states.append((layer, LayerState.PARTIAL))
-            elif self.engine.indexes_for(identity, info, self.settings, candidates, ground_m):
-                states.append((layer, LayerState.OTHER_GRID))
-            else:
-                states.append((layer, LayerState.NOT_INDEXED))
-        return states
+        return layer_states(self.engine, self.settings, self.model_info(quiet=True))
 
     def _on_layers_changed(self, *_) -> None:
         self.layersChanged.emit()
