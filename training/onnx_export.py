@@ -26,7 +26,8 @@ from torch import nn
 
 from rs_text_search.core.preprocess import ImageSpec
 
-__all__ = ["ExportError", "ImageTower", "TextTower", "export_towers", "onnx_parity", "write_model_dir"]
+__all__ = ["ExportError", "ImageTower", "TextTower", "RotationAveraged", "export_towers", "onnx_parity",
+           "write_model_dir"]  # fmt: skip
 
 OPSET = 17
 IMAGE_FILE = "image.onnx"
@@ -52,6 +53,35 @@ class ImageTower(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixel_values, normalize=True)
+
+
+class RotationAveraged(nn.Module):
+    """A dual encoder whose image embedding is the mean over ``rotations`` quarter turns of the input.
+
+    Nadir imagery has no "up", so averaging the embeddings of a tile's 90-degree rotations removes
+    what the encoder still reads into orientation (test-time augmentation inside the exported graph:
+    the engine needs no change, and pays ``rotations`` encoder passes per tile). Text is unchanged.
+    """
+
+    def __init__(self, model: nn.Module, rotations: int = 4) -> None:
+        super().__init__()
+        if rotations not in (1, 2, 4):
+            raise ValueError(f"rotations must be 1, 2 or 4 quarter-turn views, not {rotations}")
+        self.model = model
+        self.rotations = rotations
+        self.logit_scale = model.logit_scale
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        x = pixel_values
+        # quarter turns as flips and transposes (ONNX has no rot90): 0, 90, 180, 270 degrees
+        turns = [x, x.flip(3).transpose(2, 3), x.flip(2).flip(3), x.transpose(2, 3).flip(3)]
+        views = torch.cat(turns[:: 4 // self.rotations])  # 2 views: 0 and 180 degrees
+        features = self.model.encode_image(views, normalize=True)
+        features = features.reshape(self.rotations, pixel_values.shape[0], -1).mean(dim=0)
+        return nn.functional.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, input_ids: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self.model.encode_text(input_ids, normalize=normalize)
 
 
 class TextTower(nn.Module):

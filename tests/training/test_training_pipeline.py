@@ -203,3 +203,28 @@ def test_fit_mixes_a_class_folder_and_tags_then_reports_zero_shot(ucm_json: Path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2:] == ["error: --tag-captions needs --tags (the multilabels.tsv file)",
                         f"error: image folder '{tmp_path / 'none'}' does not exist"]  # fmt: skip
+
+
+def test_rotation_averaged_export_is_rotation_invariant(trained_run: Path, ucm_json: Path, tmp_path: Path,
+                                                        capsys) -> None:  # fmt: skip
+    import numpy as np
+
+    from rs_text_search.core.model import load_model
+    from training.data import load_image, load_records
+    from training.evaluate import with_views
+    from training.export import main as export_main
+
+    common = ["--checkpoint", str(trained_run / "best.pt"), "--parity-images", "2"]
+    assert export_main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert export_main([*common, "--out", str(tmp_path / "rot4"), "--rotations", "4"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "rot4" / "manifest.json").read_text())["training"]["test_time_rotations"] == 4
+    plain, rot4 = load_model(tmp_path / "plain", provider="cpu"), load_model(tmp_path / "rot4", provider="cpu")
+    image = load_image(load_records(ucm_json, "val")[0].path)
+    turned = [np.ascontiguousarray(np.rot90(image, k)) for k in range(4)]
+    embedded = rot4.embed_images(turned)
+    assert np.abs(embedded - embedded[0]).max() < 1e-5  # every quarter turn embeds alike
+    assert np.abs(plain.embed_images(turned) - plain.embed_images(turned)[0]).max() > 1e-3  # the plain one does not
+    # the same average evaluate --tta rot4 takes outside the graph
+    assert np.abs(embedded[:1] - with_views(plain.embed_images, "rot4")([image])).max() < 1e-4
+    assert export_main([*common, "--out", str(tmp_path / "x"), "--rotations", "3"]) == 2
