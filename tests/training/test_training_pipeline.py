@@ -197,10 +197,15 @@ def test_fit_mixes_a_class_folder_and_tags_then_reports_zero_shot(ucm_json: Path
     assert results[0]["zs_top1"] == pytest.approx(best["extra_metrics"]["zs_top1"])
     assert evaluate_main(["--model", str(out), "--data", str(ucm_json), "--limit", "20", "--tags", str(tags)]) == 0
     assert "object-tag precision@10" in capsys.readouterr().out
+    assert evaluate_main(["--model", str(out), "--zero-shot", str(folder), "--holdout", "2", "--zero-shot-crop",
+                          "0.5", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["zs_n_images"] == 6
     assert evaluate_main(["--model", str(out)]) == 2
+    assert evaluate_main(["--model", str(out), "--zero-shot", str(folder), "--zero-shot-crop", "0"]) == 2
     assert main([*argv[:2], "--run-dir", str(tmp_path / "x"), "--tag-captions", "2"]) == 2
     assert main([*argv[:2], "--run-dir", str(tmp_path / "x"), "--data-folder", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert "--zero-shot-crop must be a fraction" in "".join(err)
     assert err[-2:] == ["error: --tag-captions needs --tags (the multilabels.tsv file)",
                         f"error: image folder '{tmp_path / 'none'}' does not exist"]  # fmt: skip
 
