@@ -229,7 +229,7 @@ def _query(args, model) -> int:
 def _list(args, model) -> int:
     from .core.scan import scan_indexes
 
-    indexes, skipped = scan_indexes(model_sha256=model.sha256)
+    indexes, skipped = scan_indexes(model_sha256=model.sha256, check_rasters=True)  # what a search would skip
     for item in skipped:
         print(f"warning: {item.sentence()}", file=sys.stderr)
     rows = [{"raster": i.raster_uri, "tiles": i.meta.get("counts", {}).get("embedded"), "grid": i.meta["grid"],

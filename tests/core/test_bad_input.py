@@ -114,6 +114,7 @@ DAMAGE = [
      "does not match"),
     ("faiss-missing", lambda k: (k / "index.faiss").unlink(), "index.faiss is missing", "missing"),
     ("ids-missing", lambda k: (k / "ids.npy").unlink(), "ids.npy is missing", "missing"),
+    ("ids-truncated", lambda k: os.truncate(k / "ids.npy", 140), "ids.npy has the wrong size", "wrong size"),
     ("ids-reordered", lambda k: np.save(k / "ids.npy", np.load(k / "ids.npy")[::-1]), "ids.npy does not match",
      "does not match"),
     ("catalog-header", lambda k: _overwrite(k / "catalog.sqlite", 0, b"garbage" * 4), "catalog is damaged",
@@ -185,6 +186,8 @@ def test_a_changed_or_moved_raster_is_not_searched_twice_or_as_a_ghost(world, ch
     code, out, err = world.run("search", "fields", "--top-k", "20", "--json")
     (line,) = err
     assert code == 0 and warning in line and {r["raster_name"] for r in json.loads(out)} == {"b"}
+    code, out, err = world.run("list")
+    assert code == 0 and "a.tif" not in out and len(err) == 1 and warning in err[0]
     path = world.root / ("a.tif" if change is _stale else "a-moved.tif")
     assert world.run("index", str(path), "--json")[0] == 0
     results = world.search()  # the new index replaced the stale one (touched), or stands beside it (moved)
