@@ -9,6 +9,7 @@ plugin is loaded by ``classFactory`` + ``initGui`` in a real ``QgsApplication``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,6 +20,8 @@ pytestmark = pytest.mark.qgis
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 CHECK = Path(__file__).with_name("stock_qgis_check.py")
+DESKTOP_CHECK = Path(__file__).with_name("desktop_qgis_check.py")
+REPO = Path(__file__).resolve().parents[2]
 MISSING_SENTENCE = "{} missing from QGIS's Python"
 
 
@@ -71,3 +74,36 @@ def test_two_missing_packages_are_named_with_are(tmp_path):
         pytest.skip(f"this machine's QGIS Python has {report['optional_found']}: not a stock QGIS")
     assert report["missing"] == ["onnxruntime", "faiss"]
     assert any(MISSING_SENTENCE.format("onnxruntime and faiss are") in text for text in report["bar"]), report["bar"]
+
+
+def test_desktop_qgis_starts_with_the_plugin_enabled(tmp_path):
+    """The reviewer's path: QGIS 3.22 itself (under Xvfb) starting with the plugin enabled in a fresh profile."""
+    if not Path("/usr/bin/qgis").is_file() or shutil.which("xvfb-run") is None:
+        pytest.skip("QGIS desktop (Debian package 'qgis') or xvfb-run is not installed")
+    profile = tmp_path / "profiles" / "default" / "QGIS"
+    profile.mkdir(parents=True)
+    (profile / "QGIS3.ini").write_text("[PythonPlugins]\nrs_text_search=true\n", encoding="utf-8")
+    plugin = tmp_path / "plugins" / "rs_text_search"
+    plugin.mkdir(parents=True)
+    for entry in [*(REPO / "rs_text_search").iterdir(), REPO / "metadata.txt", REPO / "icon.svg"]:
+        if entry.name != "__pycache__":
+            (plugin / entry.name).symlink_to(entry)
+    report = tmp_path / "report.json"
+    env = {"HOME": str(tmp_path / "home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "QGIS_PLUGINPATH": str(plugin.parent), "RS_DESKTOP_REPORT": str(report),
+           "RS_TEXT_SEARCH_CACHE": str(tmp_path / "cache"), "PYTHONDONTWRITEBYTECODE": "1"}
+    # coreutils' timeout stops xvfb-run gently, so it takes Xvfb and QGIS down with it.
+    done = subprocess.run(["timeout", "150", "xvfb-run", "-a", "/usr/bin/qgis", "--profiles-path", str(tmp_path),
+                           "--nologo", "--noversioncheck", "--code", str(DESKTOP_CHECK)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=200)
+    assert report.is_file(), "QGIS did not finish starting (an error dialog such as 'Couldn't load plugin' blocks " \
+        "it): " + done.stdout[-3000:] + done.stderr[-3000:]
+    seen = json.loads(report.read_text(encoding="utf-8"))
+    assert seen["loaded"] and seen["provider"], seen
+    assert not any("Couldn't load plugin" in text for text in seen["bar"]), seen["bar"]
+    assert seen["toolbar"] == ["RS Text Search panel", "Index raster layers…", "Find similar tiles (click the map)"]
+    assert "Help" in seen["menu"], seen["menu"]
+    if subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", "import onnxruntime, faiss, threadpoolctl"],
+                      capture_output=True).returncode != 0:  # a stock QGIS: it says what is missing
+        assert any("missing from QGIS's Python" in text for text in seen["bar"]), seen["bar"]
+        assert "Install missing dependencies…" in seen["menu"]
