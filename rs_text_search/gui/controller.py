@@ -339,6 +339,8 @@ class Controller(QObject):
         self._highlight.clear()  # the outlined tile belonged to the previous results
         self._show_layer(task)
         self.resultsChanged.emit()
+        for sentence in task.skipped:  # the other rasters were searched
+            self.message(sentence, WARNING)
         if not task.results:
             self.message("No tile matched"
                          + (" above the minimum score" if request.min_score is not None else "")

@@ -164,6 +164,7 @@ class SearchTask(_Task):
         self.results: list[SearchResult] = []
         self.thumbnails: dict[str, QImage] = {}
         self.example_tile: str | None = None
+        self.skipped: list[str] = []  # one sentence per damaged index left out of the search
 
     def run(self) -> bool:  # worker thread
         started = time.perf_counter()
@@ -172,6 +173,7 @@ class SearchTask(_Task):
             self.model_name, self.model_provider = model.name, model.provider
             searcher = Searcher(model, self.indexes, transform_bounds=self.transforms[0],
                                 transform_point=self.transforms[1])
+            self.skipped = searcher.skipped
             request = self.request
             tiles = list(request.tiles)
             if request.point is not None:
