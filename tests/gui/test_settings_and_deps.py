@@ -101,6 +101,43 @@ def test_installed_means_importable_in_a_fresh_interpreter(qgis_app, tmp_path):
     assert deps.verify_import(["faiss"], empty, python) is None
 
 
+def test_install_dialog_runs_qgis_pip_and_checks_by_importing(qgis_app, tmp_path, monkeypatch, qtbot):
+    """The real pip of QGIS's Python installs a pinned wheel with --no-deps into the folder, offline."""
+    import zipfile
+
+    import threadpoolctl
+
+    from rs_text_search.gui.deps_dialog import InstallDialog
+
+    if deps.interpreter_problem() is not None:
+        pytest.skip(deps.interpreter_problem())
+    # A wheel of the pinned threadpoolctl, rebuilt from this environment's installed files (no network).
+    installed = Path(threadpoolctl.__file__)
+    info = installed.parent / f"threadpoolctl-{deps.THREADPOOLCTL}.dist-info"
+    if not info.is_dir():
+        pytest.skip(f"threadpoolctl {deps.THREADPOOLCTL} is not the installed version")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / f"threadpoolctl-{deps.THREADPOOLCTL}-py3-none-any.whl", "w") as wheel:
+        wheel.write(installed, installed.name)
+        for name in ("METADATA", "WHEEL", "RECORD"):
+            wheel.write(info / name, f"{info.name}/{name}")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setattr(deps, "dependency_dir", lambda settings_dir=None: tmp_path / "profile" / "deps")
+
+    dialog = InstallDialog(["threadpoolctl"])
+    assert dialog.command[0] == deps.python_executable() and "threadpoolctl==3.8.0" in dialog.command
+    dialog.install()
+    qtbot.waitUntil(lambda: dialog.process is None, timeout=120_000)
+    output = dialog.outputView.toPlainText()
+    assert "Installed and checked by importing them" in output, output
+    assert sorted(p.name for p in (tmp_path / "profile" / "deps").iterdir() if p.name != "__pycache__") == [
+        "threadpoolctl-3.8.0.dist-info", "threadpoolctl.py"], "only the package itself, nothing QGIS has"
+    dialog.close()
+    dialog.deleteLater()
+
+
 def test_missing_sentence_names_every_package_with_the_right_verb():
     assert deps.missing_sentence(["faiss"]) == "faiss is missing from QGIS's Python"
     assert deps.missing_sentence(["onnxruntime", "faiss"]) == "onnxruntime and faiss are missing from QGIS's Python"
