@@ -9,13 +9,14 @@ Folder layout (``<cache>/indexes/<key>/``)::
     index.faiss     inner-product index over the embedded tiles, written once the run completes
     ids.npy         position in index.faiss -> tile index
 
-An index is checked before it is trusted (``core.integrity``: recorded sizes and checksums, SQLite's
-quick_check, counts); one that fails is skipped by searches with one sentence saying why, and rebuilt
-by the next ``build_index`` of its raster. Reads open the catalog read-only (``mode=ro``, or
-``immutable=1`` where the cache cannot be written), so another user's or a read-only cache searches.
+An index is checked before it is trusted (``core.integrity``: recorded sizes and checksums, the
+catalog's header and tile count; SQLite's quick_check when it is indexed again); one that fails is
+skipped by searches with one sentence saying why, and rebuilt by the next ``build_index`` of its raster.
+Reads open the catalog read-only (``mode=ro``, or ``immutable=1`` where the cache cannot be written), so
+another user's or a read-only cache searches.
 
-Exact search (``IndexFlatIP``) is used below ``APPROXIMATE_MIN_TILES`` tiles, HNSW above; see
-BENCHMARKS.md for the measurements behind the switch-over size.
+Exact search (``IndexFlatIP``) is used below ``APPROXIMATE_MIN_TILES`` tiles, HNSW above (``core.vectors``);
+see BENCHMARKS.md for the measurements behind the switch-over size.
 """
 
 from __future__ import annotations
@@ -34,21 +35,19 @@ from .cache import atomic_path, atomic_write_json
 from .errors import IndexDamagedError, IndexMismatchError, QueryError
 from .integrity import INDEX_FILES, file_record, index_problem
 from .tiling import Window, window_corners
+from .vectors import (  # noqa: F401 - part of this module's interface (bench, tests)
+    APPROXIMATE_MIN_TILES,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_NEIGHBOURS,
+    _preallocated_vectors,
+    make_faiss_index,
+)
 
 __all__ = ["TileIndex", "TileRecord", "STATUS", "APPROXIMATE_MIN_TILES", "TILE_ID_PATTERN",
            "list_indexes", "make_faiss_index"]
 
 META_VERSION = 1
-APPROXIMATE_MIN_TILES = 200_000
-# HNSW M=64, efConstruction=200, efSearch=512, chosen in the full benchmark run at 1,000,000 tiles of
-# the bundled model's embeddings (BENCHMARKS.md, figure 5): recall@10 0.96 (text queries 0.96) at
-# 1.39 ms p50, against 0.93 (text 0.91) at 1.24 ms for M=32/efConstruction=80, whose efSearch 1024
-# reaches only 0.95 (text 0.94) at 2.56 ms. Text queries sit outside the image-embedding cloud (the
-# modality gap), which is what the wider graph and beam pay for; the price is a 2.5x longer build
-# (400 s against 158 s at 1M, a few % of indexing that many tiles) and 256 more bytes per tile.
-HNSW_NEIGHBOURS = 64
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 512
 FINALIZE_CHUNK_TILES = 2048  # rows per fetch while building the faiss index: about 6 MiB in flight
 STATUS = {"embedded": 1, "nodata": 2, "constant": 3}
 # <first 8 hex digits of the index key>:<row>:<col>, ASCII digits without leading zeros: one spelling per tile,
@@ -97,42 +96,6 @@ class TileRecord:
     bounds: tuple[float, float, float, float]  # raster CRS
     corners_lonlat: list | None
     corners: list  # [[x, y] x 4] in the raster CRS, clockwise from top-left (rotation-safe)
-
-
-def make_faiss_index(vectors: np.ndarray, approximate: bool | None = None):
-    """An inner-product faiss index over L2-normalised float32 vectors (exact or HNSW by size)."""
-    import faiss
-
-    dim = vectors.shape[1]
-    if approximate is None:
-        approximate = len(vectors) >= APPROXIMATE_MIN_TILES
-    if approximate:
-        index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
-    else:
-        index = faiss.IndexFlatIP(dim)
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def _preallocated_vectors(index, count: int) -> np.ndarray | None:
-    """For an exact index: its vector storage allocated once at the final size, as a writable array.
-
-    faiss's ``add`` grows the storage like a std::vector, so adding chunk by chunk held up to twice
-    the vectors at once (finalize peaked at 1.4x the vectors at 100,000 tiles, 1.1x this way).
-    This does what ``IndexFlat.add`` does (resize ``codes``, copy rows, then set ``ntotal``) in one
-    allocation; None where that storage is not available (HNSW, another faiss), which then adds.
-    """
-    import faiss
-
-    codes = getattr(index, "codes", None)
-    if not isinstance(index, faiss.IndexFlat) or not hasattr(codes, "resize") or count == 0:
-        return None
-    nbytes = count * index.code_size
-    codes.resize(nbytes)
-    return faiss.rev_swig_ptr(codes.data(), nbytes).view(np.float32).reshape(count, index.d)
 
 
 class TileIndex:
