@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .controller import LayerState
+from .meta import tr
 
 __all__ = ["LayerChooser"]
 
@@ -32,24 +33,24 @@ class LayerChooser(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("RsTextSearchLayerChooser")
-        self.setWindowTitle("Index raster layers")
+        self.setWindowTitle(tr("Index raster layers"))
         layout = QVBoxLayout(self)
-        hint = QLabel("Indexing cuts each layer into tiles and embeds them once; searches are then instant. "
-                      "Online layers (XYZ, WMS) are indexed over the current map extent at the current scale.")
+        hint = QLabel(tr("Indexing cuts each layer into tiles and embeds them once; searches are then instant. "
+                         "Online layers (XYZ, WMS) are indexed over the current map extent at the current scale."))
         hint.setWordWrap(True)
         layout.addWidget(hint)
         self.layerList = QListWidget()
         self.layerList.setObjectName("layerList")
         layout.addWidget(self.layerList, 1)
         row = QHBoxLayout()
-        for text, checked in (("Select all", True), ("Select none", False)):
+        for text, checked in ((tr("Select all"), True), (tr("Select none"), False)):
             button = QPushButton(text)
             button.clicked.connect(lambda _=False, checked=checked: self.set_all(checked))
             row.addWidget(button)
         row.addStretch(1)
         layout.addLayout(row)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Index")
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText(tr("Index"))
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)

@@ -14,6 +14,7 @@ from qgis.PyQt.QtGui import QFontDatabase
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
 from . import deps
+from .meta import tr
 
 __all__ = ["InstallDialog"]
 
@@ -24,7 +25,7 @@ class InstallDialog(QDialog):
     def __init__(self, missing: list[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("RsTextSearchInstall")
-        self.setWindowTitle("Install missing dependencies")
+        self.setWindowTitle(tr("Install missing dependencies"))
         self.missing = list(missing)
         self.folder = deps.dependency_dir()
         self.command = deps.install_command(self.missing, self.folder)
@@ -49,7 +50,7 @@ class InstallDialog(QDialog):
         self.outputView.setPlaceholderText("pip's output appears here.")
         layout.addWidget(self.outputView, 1)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        self.installButton = self.buttons.addButton("Install", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.installButton = self.buttons.addButton(tr("Install"), QDialogButtonBox.ButtonRole.AcceptRole)
         self.installButton.setObjectName("runInstallButton")
         self.installButton.clicked.connect(self.install)
         self.buttons.rejected.connect(self.reject)

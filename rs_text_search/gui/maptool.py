@@ -19,6 +19,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QMenu
 
 from .canvas import crs_string
+from .meta import tr
 
 __all__ = ["SimilarTileTool", "CanvasMenuHook", "MENU_TEXT"]
 
@@ -29,9 +30,9 @@ FindAt = Callable[[float, float, str], object]  # (x, y, CRS string) -> anything
 def _add_entry(menu: QMenu, canvas: QgsMapCanvas, point: QgsPointXY, find_at: FindAt) -> None:
     crs = crs_string(canvas.mapSettings().destinationCrs())
     x, y = point.x(), point.y()
-    action = menu.addAction(MENU_TEXT)
+    action = menu.addAction(tr("Find similar tiles"))  # MENU_TEXT
     action.setObjectName("rsFindSimilarAction")
-    action.setToolTip("Search every indexed layer for tiles that look like the tile under the cursor")
+    action.setToolTip(tr("Search every indexed layer for tiles that look like the tile under the cursor"))
     action.triggered.connect(lambda _checked=False: find_at(x, y, crs))
 
 

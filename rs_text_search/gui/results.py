@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import QAbstractItemView, QApplication, QHeaderView, QM
 
 from ..core.search import SearchResult
 from .controller import Controller
+from .meta import tr
 from .tasks import THUMBNAIL_PX
 
 __all__ = ["ResultsView", "RESULT_ROLE"]
@@ -84,14 +85,14 @@ class ResultsView(QTreeWidget):
         controller = self.controller
         menu = QMenu(self)
         ids = [r.tile_id for r in results]
-        menu.addAction("Find similar tiles", lambda: controller.find_similar(ids, self.extent_only()))
+        menu.addAction(tr("Find similar tiles"), lambda: controller.find_similar(ids, self.extent_only()))
         menu.addSeparator()
-        menu.addAction("Mark as good example", lambda: [controller.mark(t, 1) for t in ids])
-        menu.addAction("Mark as bad example", lambda: [controller.mark(t, -1) for t in ids])
-        menu.addAction("Clear mark", lambda: [controller.mark(t, 0) for t in ids])
+        menu.addAction(tr("Mark as good example"), lambda: [controller.mark(t, 1) for t in ids])
+        menu.addAction(tr("Mark as bad example"), lambda: [controller.mark(t, -1) for t in ids])
+        menu.addAction(tr("Clear mark"), lambda: [controller.mark(t, 0) for t in ids])
         menu.addSeparator()
-        menu.addAction("Zoom to tile", lambda: controller.show_result(results[0]))
-        menu.addAction("Copy tile id", lambda: QApplication.clipboard().setText("\n".join(ids)))
+        menu.addAction(tr("Zoom to tile"), lambda: controller.show_result(results[0]))
+        menu.addAction(tr("Copy tile id"), lambda: QApplication.clipboard().setText("\n".join(ids)))
         return menu
 
     def _clicked(self, item: QTreeWidgetItem, _column: int = 0) -> None:

@@ -4,6 +4,34 @@
   <context>
     <name>RsTextSearch</name>
     <message>
+      <source>Index raster layers</source>
+      <translation>Indexer des couches raster</translation>
+    </message>
+    <message>
+      <source>Indexing cuts each layer into tiles and embeds them once; searches are then instant. Online layers (XYZ, WMS) are indexed over the current map extent at the current scale.</source>
+      <translation>L’indexation découpe chaque couche en tuiles et les encode une fois ; les recherches sont ensuite instantanées. Les couches en ligne (XYZ, WMS) sont indexées sur l’emprise actuelle de la carte, à l’échelle actuelle.</translation>
+    </message>
+    <message>
+      <source>Index</source>
+      <translation>Indexer</translation>
+    </message>
+    <message>
+      <source>Select all</source>
+      <translation>Tout cocher</translation>
+    </message>
+    <message>
+      <source>Select none</source>
+      <translation>Tout décocher</translation>
+    </message>
+    <message>
+      <source>Install missing dependencies</source>
+      <translation>Installer les dépendances manquantes</translation>
+    </message>
+    <message>
+      <source>Install</source>
+      <translation>Installer</translation>
+    </message>
+    <message>
       <source>Install…</source>
       <translation>Installer…</translation>
     </message>
@@ -124,6 +152,62 @@
       <translation>Indexez d’abord une couche raster</translation>
     </message>
     <message>
+      <source>Find similar tiles</source>
+      <translation>Trouver des tuiles semblables</translation>
+    </message>
+    <message>
+      <source>Search every indexed layer for tiles that look like the tile under the cursor</source>
+      <translation>Chercher dans toutes les couches indexées les tuiles qui ressemblent à celle sous le curseur</translation>
+    </message>
+    <message>
+      <source>RS Text Search settings</source>
+      <translation>Paramètres de RS Text Search</translation>
+    </message>
+    <message>
+      <source>bundled model</source>
+      <translation>modèle fourni</translation>
+    </message>
+    <message>
+      <source>Model folder</source>
+      <translation>Dossier du modèle</translation>
+    </message>
+    <message>
+      <source>Auto (CUDA when it works, else CPU)</source>
+      <translation>Auto (CUDA s’il fonctionne, sinon CPU)</translation>
+    </message>
+    <message>
+      <source>CUDA (GPU)</source>
+      <translation>CUDA (GPU)</translation>
+    </message>
+    <message>
+      <source>CPU</source>
+      <translation>CPU</translation>
+    </message>
+    <message>
+      <source>Runs on</source>
+      <translation>Exécution sur</translation>
+    </message>
+    <message>
+      <source>automatic</source>
+      <translation>automatique</translation>
+    </message>
+    <message>
+      <source>Automatic: each tile covers the ground one of the model's training images covered (78 m for the bundled model: 78 px on 1 m imagery, 256 px on 0.3 m), measured from the layer's pixel size. A number: tiles of that many raster pixels.</source>
+      <translation>Automatique : chaque tuile couvre au sol ce que couvrait une image d’entraînement du modèle (78 m pour le modèle fourni : 78 px sur une imagerie à 1 m, 256 px à 0,3 m), d’après la taille de pixel de la couche. Un nombre : des tuiles d’autant de pixels raster.</translation>
+    </message>
+    <message>
+      <source>Tile size</source>
+      <translation>Taille des tuiles</translation>
+    </message>
+    <message>
+      <source>Tile overlap (fraction)</source>
+      <translation>Recouvrement des tuiles (fraction)</translation>
+    </message>
+    <message>
+      <source>A new tile size or overlap needs the layers indexed again; existing indexes are kept.</source>
+      <translation>Une nouvelle taille de tuile ou un nouveau recouvrement demande d’indexer à nouveau les couches ; les index existants sont conservés.</translation>
+    </message>
+    <message>
       <source>RS Text Search panel</source>
       <translation>Panneau RS Text Search</translation>
     </message>
@@ -146,6 +230,26 @@
     <message>
       <source>Install missing dependencies…</source>
       <translation>Installer les dépendances manquantes…</translation>
+    </message>
+    <message>
+      <source>Mark as good example</source>
+      <translation>Marquer comme bon exemple</translation>
+    </message>
+    <message>
+      <source>Mark as bad example</source>
+      <translation>Marquer comme mauvais exemple</translation>
+    </message>
+    <message>
+      <source>Clear mark</source>
+      <translation>Effacer la marque</translation>
+    </message>
+    <message>
+      <source>Zoom to tile</source>
+      <translation>Zoomer sur la tuile</translation>
+    </message>
+    <message>
+      <source>Copy tile id</source>
+      <translation>Copier l’identifiant de la tuile</translation>
     </message>
   </context>
 </TS>
