@@ -47,6 +47,11 @@ def test_cancel_midway_then_resume(plugin, iface, scenes, fresh_cache, slow_read
     task = controller.index_layers([layer])
     assert dock.indexProgress.isVisibleTo(dock) and dock.cancelButton.isVisibleTo(dock)
     qtbot.waitUntil(lambda: 10 <= task.progress() < 60, timeout=30_000)
+    # The progress text fits the bar (the layer name can be long); the tooltip has all of it.
+    bar = dock.indexProgress
+    shown = bar.format().replace("%p", "100")
+    assert bar.fontMetrics().horizontalAdvance(shown) <= bar.width(), (shown, bar.width())
+    assert layer.name() in bar.toolTip() and "tiles" in bar.toolTip()
     qtbot.mouseClick(dock.cancelButton, Qt.LeftButton)
     wait_idle(controller)
     assert any("cancelled" in text and "resume" in text for text in bar_texts(iface)), bar_texts(iface)
