@@ -45,7 +45,7 @@ from .vectors import (  # noqa: F401 - part of this module's interface (bench, t
 )
 
 __all__ = ["TileIndex", "TileRecord", "STATUS", "APPROXIMATE_MIN_TILES", "TILE_ID_PATTERN",
-           "list_indexes", "make_faiss_index"]
+           "list_indexes", "make_faiss_index", "meta_version"]
 
 META_VERSION = 1
 FINALIZE_CHUNK_TILES = 2048  # rows per fetch while building the faiss index: about 6 MiB in flight
@@ -377,6 +377,14 @@ class TileIndex:
                 "+ ((miny + maxy) / 2 - ?) * ((miny + maxy) / 2 - ?) LIMIT 1",
                 (STATUS["embedded"], x, x, y, y, x, x, y, y)).fetchone()
         return None if row is None else int(row[0])
+
+
+def meta_version(folder: Path) -> int | None:
+    """The version a readable meta.json records, or None when it cannot be read."""
+    try:
+        return json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def list_indexes(root: Path | None = None, model_sha256: str | None = None) -> list[TileIndex]:

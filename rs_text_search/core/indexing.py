@@ -40,7 +40,7 @@ import numpy as np
 
 from .cache import cache_root, index_key, write_failure
 from .errors import Cancelled, IndexMismatchError, RasterError
-from .index import META_VERSION, STATUS, TileIndex
+from .index import META_VERSION, STATUS, TileIndex, meta_version
 from .integrity import repair_catalog
 from .model import Model, manifest_ground_m_per_px
 from .sources import RasterSource
@@ -250,15 +250,15 @@ def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: G
         try:
             index = TileIndex.open(folder)
             index.check_model(model.sha256)
-            problem = index.problem(deep=True, thorough=True)
-            if problem is None and "files" in index.meta:
-                return index, None
-        except IndexMismatchError as exc:
-            problem = "its meta.json cannot be read" if "unreadable" in str(exc) else "it was made by another version"
-            if "another version" in problem:
-                shutil.rmtree(folder, ignore_errors=True)  # nothing in it can be trusted
-        if problem == "its indexing is not finished":
-            problem = None  # an interrupted run: resumed, not repaired
+            if index.meta.get("complete"):  # else an interrupted run, resumed as it is
+                problem = index.problem(deep=True, thorough=True)
+                if problem is None and "files" in index.meta:
+                    return index, None
+        except (IndexMismatchError, KeyError, TypeError, AttributeError, ValueError):
+            problem = "its meta.json cannot be read"
+            if meta_version(folder) not in (None, META_VERSION):  # another version's index: nothing is kept
+                shutil.rmtree(folder, ignore_errors=True)
+                problem = "it was made by another version of rs_text_search"
     elif (folder / "catalog.sqlite").is_file():
         problem = "its meta.json is missing"
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,12 @@ from pathlib import Path
 
 from .cache import cache_root
 from .errors import IndexMismatchError
-from .index import TileIndex
+from .index import META_VERSION, TileIndex, meta_version
 
 __all__ = ["SkippedIndex", "scan_indexes", "raster_change", "remove_superseded"]
+
+_UNREADABLE = "its meta.json cannot be read"
+_OTHER_VERSION = "it was made by another version of rs_text_search"
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ def scan_indexes(root: Path | None = None, model_sha256: str | None = None, deep
             name, uri = index.raster_name, index.raster_uri
             problem = index.problem(deep) or (raster_change(index) if check_rasters else None)
         except (IndexMismatchError, KeyError, TypeError, AttributeError, ValueError):
-            skipped.append(SkippedIndex(directory, None, "its meta.json cannot be read; index the raster again "
-                                                         "to rebuild it"))
+            other = meta_version(directory) not in (None, META_VERSION)
+            skipped.append(SkippedIndex(directory, None, f"{_OTHER_VERSION if other else _UNREADABLE}; index the "
+                                                         "raster again to rebuild it"))
             continue
         if problem is None:
             found.append(index)

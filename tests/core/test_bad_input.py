@@ -131,6 +131,9 @@ DAMAGE = [
     ("meta-missing", lambda k: (k / "meta.json").unlink(), "meta.json is missing", "meta.json is missing"),
     ("meta-broken", lambda k: (k / "meta.json").write_text('{"version": 1, "key": '), "meta.json cannot be read",
      "cannot be read"),
+    ("meta-keys-missing", lambda k: (k / "meta.json").write_text('{"version": 1}'), "meta.json cannot be read",
+     "cannot be read"),
+    ("meta-other-version", lambda k: _set_meta(k, version=0), "made by another version", "another version"),
     ("meta-incomplete", lambda k: _set_meta(k, complete=False), "not finished", None),
 ]
 
@@ -148,7 +151,8 @@ def test_a_damaged_index_is_skipped_with_one_line_then_rebuilt(world, damage, wa
     assert line.startswith("warning: Skipping the index ") and warning in line, line
     assert {r["raster_name"] for r in json.loads(out)} == {"b"}  # the healthy raster is still searched
     code, out, err = world.run("list")  # cheap checks only: files there with their sizes, not their contents
-    cheap = any(phrase in warning for phrase in ("wrong size", "missing", "cannot be read", "not finished"))
+    cheap = any(phrase in warning for phrase in ("wrong size", "missing", "cannot be read", "not finished",
+                                                 "another version"))
     assert code == 0 and "b.tif" in out
     assert ("a.tif" not in out and warning in err[0]) if cheap else ("a.tif" in out and not err)
 
