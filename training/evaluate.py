@@ -102,7 +102,7 @@ def embed_torch(
 
 def embed_engine(model_dir: Path, records: list[ImageRecord], provider: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Normalised image and caption embeddings through the engine, as the plugin computes them."""
-    images, texts, _ = _embedders(model_dir, provider)
+    images, texts, _ = _embedders(Path(model_dir), provider)
     captions, _ = flat_captions(records)
     return images(_pixels(records)), embed_unique(texts, captions)
 

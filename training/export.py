@@ -29,7 +29,7 @@ import numpy as np
 from rs_text_search.core.preprocess import ImageSpec, preprocess
 
 from .data import dataset_ground_m, flat_captions, load_image, load_records
-from .evaluate import embed_torch, load_checkpoint
+from .evaluate import embed_torch, embed_unique, load_checkpoint
 from .metrics import evaluate_scores
 from .models import make_tokenizer, vocab_source
 from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, RotationAveraged, write_model_dir
@@ -178,7 +178,7 @@ def _engine_check(staging, spec, tokenize, records, captions, caption_image, tor
     if not np.array_equal(engine.preprocess(pixels[:8]), preprocess(pixels[:8], spec)):
         raise ExportError("the engine's preprocessing differs from training's")
     engine_images = engine.embed_images(pixels)
-    engine_texts = engine.embed_texts(captions)
+    engine_texts = embed_unique(engine.embed_texts, captions)  # as torch's: repeated captions stay exact ties
     engine_metrics = evaluate_scores(engine_images @ engine_texts.T, caption_image)
     diff = max(float(np.abs(engine_images - torch_images).max()), float(np.abs(engine_texts - torch_texts).max()))
     cosine = min(float((engine_images * torch_images).sum(1).min()), float((engine_texts * torch_texts).sum(1).min()))
