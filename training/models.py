@@ -179,11 +179,16 @@ def load_pretrained(model: nn.Module, model_name: str, pretrained: str) -> None:
     """Load weights into ``model``: a local checkpoint file, or an open_clip pretrained tag.
 
     A tag (for example ``laion2b_s34b_b79k``) downloads through open_clip when online; a file
-    path (RemoteCLIP's or GeoRSCLIP's ``.pt``) is loaded with ``weights_only=True``.
+    path (RemoteCLIP's or GeoRSCLIP's ``.pt``, or a ``training.fit`` checkpoint, whose weights then
+    start a new run: a second training stage) is loaded with ``weights_only=True``.
     """
     open_clip = import_open_clip()
     path = Path(pretrained).expanduser()
     if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model_config" in state and "model" in state:  # a training.fit checkpoint
+            model.load_state_dict(state["model"], strict=True)
+            return
         open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         return
     looks_like_file = path.suffix in (".pt", ".pth", ".bin", ".safetensors")

@@ -233,3 +233,15 @@ def test_rotation_averaged_export_is_rotation_invariant(trained_run: Path, ucm_j
     # the same average evaluate --tta rot4 takes outside the graph
     assert np.abs(embedded[:1] - with_views(plain.embed_images, "rot4")([image])).max() < 1e-4
     assert export_main([*common, "--out", str(tmp_path / "x"), "--rotations", "3"]) == 2
+
+
+def test_a_second_stage_starts_from_a_fit_checkpoint(ucm_json: Path, tiny_config: Path, trained_run: Path,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    from training.fit import main
+
+    common = ["--data", str(ucm_json), "--model", str(tiny_config), "--epochs", "1", "--no-augment", *TRAIN_ARGS]
+    assert main([*common, "--run-dir", str(tmp_path / "fresh")]) == 0
+    assert main([*common, "--run-dir", str(tmp_path / "stage2"), "--pretrained", str(trained_run / "best.pt")]) == 0
+    fresh, stage2 = float(_history(tmp_path / "fresh")[0]["loss"]), float(_history(tmp_path / "stage2")[0]["loss"])
+    first_epoch_of_stage1 = float(_history(trained_run)[0]["loss_infonce"])  # the same objective
+    assert stage2 < 0.9 * fresh and stage2 < first_epoch_of_stage1, (fresh, stage2)
