@@ -79,7 +79,9 @@ def test_pixel_ground_size_in_metres_for_projected_and_geographic_crs():
     (0.6096, (128, False)),  # the training resolution: one raster pixel per model pixel
     (1.0, (78, False)),      # a 1 m orthophoto: 78 m tiles, as UCM's 256 x 0.3048 m images
     (0.3048, (256, False)),
-    (300.0, (32, True)),     # Landsat: far coarser; the smallest tile (4x upsampling)
+    (300.0, (16, True)),     # Landsat: far coarser; the smallest tile (8x upsampling)
+    (6.0, (16, True)),       # 6 m: 13 px would cover 78 m; the floor is 1/8 of the input
+    (4.0, (20, False)),
     (0.01, (1024, True)),    # drone imagery: the largest tile (8x the input)
 ])
 def test_tiles_cover_the_ground_of_a_training_image(raster_m, expected):
