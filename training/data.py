@@ -45,6 +45,7 @@ __all__ = [
     "CaptionDataset",
     "flat_captions",
     "GROUND_M_PER_PX",
+    "dataset_name",
     "dataset_ground_m",
 ]
 
@@ -112,13 +113,20 @@ def load_csv(csv_path: Path, split: str | None, images_dir: Path | None = None) 
 GROUND_M_PER_PX = {"ucm": 0.3048, "sydney": 0.5}
 
 
-def dataset_ground_m(data: Path) -> float | None:
-    """Metres per pixel of a Karpathy JSON's images, from its ``dataset`` name (None: unknown or mixed)."""
+def dataset_name(data: Path) -> str:
+    """The ``dataset`` name of a Karpathy JSON, lower case ("" for a CSV, a missing file or no name)."""
     data = Path(data)
     if data.suffix.lower() != ".json" or not data.is_file():
-        return None
-    name = str(json.loads(data.read_text(encoding="utf-8")).get("dataset", "")).lower()
-    return GROUND_M_PER_PX.get(name)
+        return ""
+    try:
+        return str(json.loads(data.read_text(encoding="utf-8")).get("dataset", "")).lower()
+    except (ValueError, AttributeError):
+        return ""
+
+
+def dataset_ground_m(data: Path) -> float | None:
+    """Metres per pixel of a Karpathy JSON's images, from its ``dataset`` name (None: unknown or mixed)."""
+    return GROUND_M_PER_PX.get(dataset_name(data))
 
 
 def load_records(data: Path, split: str | None, images_dir: Path | None = None) -> list[ImageRecord]:

@@ -29,7 +29,8 @@ from .metrics import METRIC_KEYS, evaluate_scores
 from .params import USER_ERRORS, ArgumentParser, ParamsError
 from .tags import load_tags, tag_precision
 
-__all__ = ["load_checkpoint", "embed_unique", "embed_torch", "embed_engine", "evaluate", "main"]
+__all__ = ["load_checkpoint", "embed_unique", "embed_torch", "embed_engine", "retrieval_scores", "folder_zero_shot",
+           "evaluate", "main"]  # fmt: skip
 
 
 def embed_unique(embed_texts, captions: list[str]) -> np.ndarray:
@@ -149,6 +150,22 @@ def with_views(embed_images, tta: str):
     return embed
 
 
+def retrieval_scores(image_emb: np.ndarray, records: list[ImageRecord], embed_texts, rerank: bool = False,
+                     rerank_top_k: int = 10) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """Published metrics of image embeddings against ``records``' captions (each distinct one embedded
+    once), and the re-ranked ones when ``rerank`` (else None)."""
+    captions, caption_image = flat_captions(records)
+    sim = image_emb @ embed_unique(embed_texts, captions).T
+    reranked = evaluate_scores(sim, caption_image, rerank=True, top_k=rerank_top_k) if rerank else None
+    return evaluate_scores(sim, caption_image), reranked
+
+
+def folder_zero_shot(folder_emb: np.ndarray, records: list[ImageRecord], classes: list[str], embed_texts) -> dict:
+    """Zero-shot top-1/top-5 of a class folder's held-out images (labels index ``classes``)."""
+    labels = np.array([r.label for r in records])
+    return zero_shot_scores(folder_emb, labels, class_embeddings(embed_texts, classes))
+
+
 def _centre_crop(pixels: np.ndarray, fraction: float) -> np.ndarray:
     height, width = pixels.shape[:2]
     h, w = max(1, round(height * fraction)), max(1, round(width * fraction))
@@ -185,21 +202,17 @@ def evaluate(
     result: dict[str, Any] = {"source": source}
     if data is not None:
         records = spread_subset(load_records(Path(data), split, Path(images_dir) if images_dir else None), limit)
-        captions, caption_image = flat_captions(records)
         image_emb = embed_images(_pixels(records))
-        sim = image_emb @ embed_unique(embed_texts, captions).T
-        result["metrics"] = evaluate_scores(sim, caption_image)
+        result["metrics"], reranked = retrieval_scores(image_emb, records, embed_texts, rerank, rerank_top_k)
         if rerank:
-            result["rerank"] = evaluate_scores(sim, caption_image, rerank=True, top_k=rerank_top_k)
+            result["rerank"] = reranked
         if tags is not None:
             result["tags"] = tag_precision(image_emb, records, load_tags(tags), embed_texts)
     if zero_shot is not None:
         folder_val, classes = load_class_folder(zero_shot, "val", holdout)
         folder_val = spread_subset(folder_val, limit)
-        labels = np.array([r.label for r in folder_val])
-        class_emb = class_embeddings(embed_texts, classes)
         pixels = [_centre_crop(p, zero_shot_crop) for p in _pixels(folder_val)]
-        result["zero_shot"] = zero_shot_scores(embed_images(pixels), labels, class_emb)
+        result["zero_shot"] = folder_zero_shot(embed_images(pixels), folder_val, classes, embed_texts)
     return result
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import ImageRecord, apply_labels, load_records, spread_subset
+from .data import ImageRecord, apply_labels, dataset_name, load_records, spread_subset
 from .folder_data import load_class_folder
 from .params import FitParams
 from .tags import add_tag_captions, load_tags
@@ -43,22 +43,13 @@ class Sources:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _ucm_like(data: Path) -> bool:
-    import json
-
-    try:
-        return json.loads(data.read_text(encoding="utf-8")).get("dataset", "").upper() == "UCM"
-    except (ValueError, AttributeError):
-        return False
-
-
 def load_sources(p: FitParams) -> Sources:
     """Every record ``p`` names, with labels, groups and extra captions applied; raises ValueError."""
     images_dir = Path(p.images) if p.images else None
     data = Path(p.data)
     train = spread_subset(load_records(data, p.train_split, images_dir), p.train_limit)
     val = spread_subset(load_records(data, p.val_split, images_dir), p.val_limit)
-    labels = {"none": None, "auto": "ucm" if _ucm_like(data) else None}.get(p.labels, p.labels)
+    labels = {"none": None, "auto": "ucm" if dataset_name(data) == "ucm" else None}.get(p.labels, p.labels)
     n_classes = apply_labels(train, labels)
     caption_classes = max([r.label for r in train], default=-1) + 1
     summary: dict[str, Any] = {

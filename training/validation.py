@@ -7,6 +7,8 @@
 * ``zs_top1`` / ``zs_top5``: zero-shot scene classification of a class folder's held-out
   images with the template prompts (:mod:`training.folder_data`), when a folder is given.
 
+The figures are computed by the same functions as ``training.evaluate``'s
+(:func:`training.evaluate.retrieval_scores`, :func:`training.evaluate.folder_zero_shot`).
 Captions are embedded once per distinct string (:func:`training.evaluate.embed_unique`), so
 UCM's verbatim repeats stay exact ties however the captions are batched.
 """
@@ -20,10 +22,8 @@ import torch
 
 from rs_text_search.core.preprocess import ImageSpec, preprocess
 
-from .data import ImageRecord, flat_captions, load_image
-from .evaluate import embed_pixels_torch, embed_unique, torch_text_embedder
-from .folder_data import class_embeddings, zero_shot_scores
-from .metrics import evaluate_scores
+from .data import ImageRecord, load_image
+from .evaluate import embed_pixels_torch, folder_zero_shot, retrieval_scores, torch_text_embedder
 from .tags import tag_precision
 
 __all__ = ["Validator", "selection_score"]
@@ -67,10 +67,7 @@ class Validator:
     def __call__(self, model, device) -> dict[str, float]:
         embed_texts = torch_text_embedder(model, self.tokenize, device)
         image_emb = embed_pixels_torch(model, self.pixels, device)
-        captions, caption_image = flat_captions(self.records)
-        sim = image_emb @ embed_unique(embed_texts, captions).T
-        metrics = evaluate_scores(sim, caption_image)
-        reranked = evaluate_scores(sim, caption_image, rerank=True, top_k=self.rerank_top_k)
+        metrics, reranked = retrieval_scores(image_emb, self.records, embed_texts, True, self.rerank_top_k)
         self.last = (metrics, reranked)  # the full dicts, for best.pt's record
         row = {f"val_{k}": v for k, v in metrics.items() if not k.startswith("n_")}
         row["val_rerank_mR"] = reranked["mR"]
@@ -78,7 +75,6 @@ class Validator:
             row["val_tag_p10"] = tag_precision(image_emb, self.records, self.tag_table, embed_texts).get("tag_p10", 0.0)
         if self.folder_pixels is not None:
             folder_emb = embed_pixels_torch(model, self.folder_pixels, device)
-            labels = np.array([r.label for r in self.folder_records])
-            zs = zero_shot_scores(folder_emb, labels, class_embeddings(embed_texts, self.folder_classes))
+            zs = folder_zero_shot(folder_emb, self.folder_records, self.folder_classes, embed_texts)
             row["val_zs_top1"], row["val_zs_top5"] = zs["top1"], zs["top5"]
         return row
