@@ -40,8 +40,10 @@ from .vectors import (  # noqa: F401 - part of this module's interface (bench, t
     HNSW_EF_CONSTRUCTION,
     HNSW_EF_SEARCH,
     HNSW_NEIGHBOURS,
-    _preallocated_vectors,
+    build_faiss_index,
+    load_faiss_index,
     make_faiss_index,
+    search_parameters,
 )
 
 __all__ = ["TileIndex", "TileRecord", "STATUS", "APPROXIMATE_MIN_TILES", "TILE_ID_PATTERN",
@@ -234,22 +236,17 @@ class TileIndex:
         embedded = (STATUS["embedded"],)
         with closing(self.connect()) as db:
             count = int(db.execute("SELECT COUNT(*) FROM tiles WHERE status = ?", embedded).fetchone()[0])
-            index = make_faiss_index(np.zeros((0, dim), np.float32), approximate=count >= APPROXIMATE_MIN_TILES)
-            exact = _preallocated_vectors(index, count)
             ids = np.empty(count, dtype=np.int64)
-            filled = 0
-            # Streamed in chunks: peak memory is the faiss index itself, not the catalog three times over.
-            cursor = db.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id", embedded)
-            while rows := cursor.fetchmany(FINALIZE_CHUNK_TILES):
-                chunk = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-                if exact is not None:
-                    exact[filled : filled + len(rows)] = chunk
-                else:
-                    index.add(chunk)
-                ids[filled : filled + len(rows)] = [r[0] for r in rows]
-                filled += len(rows)
-            if exact is not None:
-                index.ntotal = filled
+
+            def chunks():  # streamed: peak memory is the faiss index itself, not the catalog three times over
+                filled = 0
+                cursor = db.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id", embedded)
+                while rows := cursor.fetchmany(FINALIZE_CHUNK_TILES):
+                    ids[filled : filled + len(rows)] = [r[0] for r in rows]
+                    filled += len(rows)
+                    yield np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+
+            index = build_faiss_index(dim, count, chunks)
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a finished catalog is one file, readable read-only
         with atomic_path(self.directory / "ids.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, ids)
@@ -265,18 +262,15 @@ class TileIndex:
 
     def _load(self):
         if self._faiss is None:
-            import faiss
 
             self.verify()
             try:
-                index = faiss.read_index(str(self.directory / "index.faiss"))
+                index = load_faiss_index(self.directory / "index.faiss")
                 ids = np.load(self.directory / "ids.npy", allow_pickle=False)
             except (RuntimeError, ValueError, OSError):  # only reached by an index made before checksums
                 raise IndexDamagedError(self.damaged_sentence("its files cannot be read")) from None
             if ids.ndim != 1 or index.ntotal != len(ids) or len(ids) != self.meta.get("counts", {}).get("embedded"):
                 raise IndexDamagedError(self.damaged_sentence("its files disagree on the number of tiles"))
-            if isinstance(index, faiss.IndexHNSWFlat):
-                index.hnsw.efSearch = HNSW_EF_SEARCH
             self._faiss, self._ids = index, ids
         return self._faiss, self._ids
 
@@ -298,8 +292,7 @@ class TileIndex:
             if len(positions) == 0:
                 return np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1)
             selector = faiss.IDSelectorBatch(positions.astype(np.int64))
-            params = (faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
-                      if isinstance(index, faiss.IndexHNSWFlat) else faiss.SearchParameters(sel=selector))
+            params = search_parameters(index, selector)
         k_eff = min(k, len(ids))
         if k_eff == 0:
             return np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1)

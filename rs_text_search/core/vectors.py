@@ -3,9 +3,12 @@ tiles, HNSW above, and the exact index's storage allocated once at its final siz
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 
-__all__ = ["APPROXIMATE_MIN_TILES", "HNSW_NEIGHBOURS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "make_faiss_index"]
+__all__ = ["APPROXIMATE_MIN_TILES", "HNSW_NEIGHBOURS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "make_faiss_index",
+           "build_faiss_index", "load_faiss_index", "search_parameters"]
 
 APPROXIMATE_MIN_TILES = 200_000
 # HNSW M=64, efConstruction=200, efSearch=512, chosen in the full benchmark run at 1,000,000 tiles of
@@ -35,6 +38,51 @@ def make_faiss_index(vectors: np.ndarray, approximate: bool | None = None):
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index
+
+
+def build_faiss_index(dim: int, count: int, chunks: Callable[[], Iterable[np.ndarray]]):
+    """The engine's index kind for ``count`` vectors, filled chunk by chunk from ``chunks()``.
+
+    ``chunks`` is called for a fresh iterator each time it is read (a kind that must be trained reads a
+    sample first), so a caller streams from disk and never holds every vector at once. Each chunk is a
+    float32 [n, dim] array of L2-normalised rows; the chunks together hold exactly ``count`` rows.
+    """
+    index = make_faiss_index(np.zeros((0, dim), np.float32), approximate=count >= APPROXIMATE_MIN_TILES)
+    exact = _preallocated_vectors(index, count)
+    filled = 0
+    for chunk in chunks():
+        chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+        if exact is not None:
+            exact[filled : filled + len(chunk)] = chunk
+        else:
+            index.add(chunk)
+        filled += len(chunk)
+    if exact is not None:
+        index.ntotal = filled
+    if filled != count:
+        raise ValueError(f"expected {count} vectors, got {filled}")
+    return index
+
+
+def load_faiss_index(path):
+    """A faiss index read from ``path`` with the engine's search settings for its kind (HNSW's beam)."""
+    import faiss
+
+    index = faiss.read_index(str(path))
+    if isinstance(index, faiss.IndexHNSWFlat):
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
+
+
+def search_parameters(index, selector=None):
+    """faiss search parameters for ``index`` restricted to ``selector`` (None: every vector)."""
+    import faiss
+
+    if selector is None:
+        return None
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
+    return faiss.SearchParameters(sel=selector)
 
 
 def _preallocated_vectors(index, count: int) -> np.ndarray | None:
