@@ -53,13 +53,16 @@ def tiny_model_config(tokenizer: str = "clip_bpe") -> dict[str, Any]:
     return cfg
 
 
-def make_tiny_model_dir(out_dir: Path, seed: int = 0, tokenizer: str = "clip_bpe") -> Path:
+def make_tiny_model_dir(out_dir: Path, seed: int = 0, tokenizer: str = "clip_bpe", image_size: int = 32) -> Path:
     """Build the tiny random model from ``seed`` and export it to the model directory ``out_dir``.
+
+    ``image_size``: the input side in pixels (a multiple of the patch size, 8).
 
     The directory holds image.onnx, text.onnx, vocab/<file> and manifest.json (sha256 of each
     file) and loads with ``rs_text_search.core.model.load_model``. Replaces ``out_dir`` if present.
     """
     cfg = tiny_model_config(tokenizer)
+    cfg["vision_cfg"]["image_size"] = image_size
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
     spec = tokenizer_spec_for(cfg)
