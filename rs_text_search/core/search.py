@@ -9,6 +9,11 @@ A query vector combines examples Rocchio-style: ``q = norm(mean(pos)) - w * norm
 re-normalised (``w`` = ``negative_weight``, 0.5 by default). Optional re-ranking is average query
 expansion: the query is moved towards its ``expansion_k`` best tiles (weighted by score) and the
 search repeated, which narrows the text-image modality gap on nearly every query we tried.
+
+A search over more than one index runs on one merged vector index (``core.merged``): one faiss search per
+query whatever the number of rasters, with the same results as searching each index and merging the hits
+(up to exact ties); per raster, only the catalog rows of the hits (and, with a bounding box, of the rasters
+it meets) are read.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .errors import IndexDamagedError, QueryError
 from .index import TILE_ID_PATTERN, TileIndex
+from .merged import MergedIndex, MergedView
 from .model import Model
 
 __all__ = ["SearchResult", "Searcher", "pyproj_transform_bounds", "pyproj_transform_point", "check_crs",
@@ -103,11 +110,13 @@ class Searcher:
 
     Each index is verified first (``TileIndex.verify``, once per object); damaged ones are left out and
     ``skipped`` holds one sentence for each. When none is left, the first sentence is raised.
+    ``merged_dir``: where the merged index of several indexes lives (a collection's folder); None: an
+    ad-hoc folder in the cache named after the set of indexes (``core.merged``).
     """
 
     def __init__(self, model: Model, indexes: Sequence[TileIndex],
                  transform_bounds: BoundsTransform = pyproj_transform_bounds,
-                 transform_point: PointTransform = pyproj_transform_point) -> None:
+                 transform_point: PointTransform = pyproj_transform_point, merged_dir: Path | None = None) -> None:
         if not indexes:
             raise QueryError("Nothing is indexed yet; index a raster first.")
         self.indexes, self.skipped = [], []
@@ -124,6 +133,11 @@ class Searcher:
         self.model = model
         self._transform_bounds = transform_bounds
         self._transform_point = transform_point
+        self._merged_dir = merged_dir
+        self._merged: MergedView | None = None
+        self._by_key: dict[str, TileIndex] = {}  # tile id prefix -> index (the first one, as a scan in order finds)
+        for index in self.indexes:
+            self._by_key.setdefault(index.key[:8], index)
 
     # -- building query vectors ------------------------------------------------------------------
     def resolve_tile(self, tile_id: str) -> tuple[TileIndex, int]:
@@ -131,10 +145,10 @@ class Searcher:
             example = self.indexes[0].tile_id(0)
             raise QueryError(f"{tile_id!r} is not a tile id; tile ids are written like '{example}' (index, row, "
                              "column, as the results show them).")
-        for index in self.indexes:
-            tile_index = index.parse_tile_id(tile_id)
-            if tile_index is not None:
-                return index, tile_index
+        index = self._by_key.get(tile_id[:8])
+        tile_index = None if index is None else index.parse_tile_id(tile_id)
+        if tile_index is not None:
+            return index, tile_index
         raise QueryError(f"There is no tile '{tile_id}' in the indexed rasters.")
 
     def tile_vectors(self, tile_ids: Sequence[str]) -> np.ndarray:
@@ -199,7 +213,18 @@ class Searcher:
                 return index.tile_id(tile_index)
         raise QueryError(f"No indexed tile lies under the point ({x}, {y}).")
 
+    @property
+    def merged(self) -> MergedView:
+        """The merged vector index of the searched indexes (found, loaded or built on first use)."""
+        if self._merged is None:
+            self._merged = MergedView(MergedIndex.for_members(self.indexes, self._merged_dir), self.indexes)
+        return self._merged
+
     def _search_vector(self, query: np.ndarray, k: int, bbox: Bounds | None, bbox_crs: str | None):
+        if len(self.indexes) > 1:
+            allowed = None if bbox is None else self.merged.allowed_positions(bbox, bbox_crs, self._transform_bounds)
+            hits = self.merged.search(query, k, allowed)
+            return [(score, self.indexes[member], tile) for score, member, tile in hits]
         hits = []
         for index in self.indexes:
             allowed = None
