@@ -214,6 +214,20 @@ class MergedView:
                     found.append(start + in_member[keep])
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
+    def members_under(self, x: float, y: float, crs: str | None,
+                      transform_point: Callable) -> list[tuple[int, float, float]]:
+        """(member number, x, y in its CRS) of the searched members whose envelope holds a point given in ``crs``
+        (None: each raster's own), in member order; the point is transformed once per distinct raster CRS."""
+        found = []
+        for group_crs, (numbers, envelopes) in self._crs_groups.items():
+            px, py = transform_point(x, y, crs, group_crs) if crs and group_crs else (x, y)
+            if not (math.isfinite(px) and math.isfinite(py)):
+                continue  # the point has no place in this CRS
+            holds = ((envelopes[:, 0] <= px) & (envelopes[:, 2] >= px) & (envelopes[:, 1] <= py)
+                     & (envelopes[:, 3] >= py))
+            found += [(int(number), px, py) for number in numbers[holds]]
+        return sorted(found)
+
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[float, int, int]]:
         """Best ``k`` hits of one query vector as (score, member number, tile index), best first.
 

@@ -201,13 +201,18 @@ class Searcher:
         return self.search(tiles=list(tile_ids), **kwargs)
 
     def tile_at(self, x: float, y: float, crs: str | None = None) -> str:
-        """Id of the tile under a point; ``crs`` is any CRS string (EPSG:xxxx, WKT), None = each raster's."""
-        for index in self.indexes:
-            px, py = x, y
-            if crs and index.crs_wkt:
-                px, py = self._transform_point(x, y, crs, index.crs_wkt)
-                if not (math.isfinite(px) and math.isfinite(py)):
-                    continue  # the point has no place in this raster's CRS
+        """Id of the tile under a point; ``crs`` is any CRS string (EPSG:xxxx, WKT), None = each raster's.
+
+        Over several rasters only those whose envelope holds the point look in their catalog."""
+        if len(self.indexes) > 1:
+            candidates = self.merged.members_under(x, y, crs, self._transform_point)
+        else:
+            candidates, index = [], self.indexes[0]
+            px, py = self._transform_point(x, y, crs, index.crs_wkt) if crs and index.crs_wkt else (x, y)
+            if math.isfinite(px) and math.isfinite(py):  # else the point has no place in this raster's CRS
+                candidates.append((0, px, py))
+        for number, px, py in candidates:
+            index = self.indexes[number]
             tile_index = index.tile_containing(px, py)
             if tile_index is not None:
                 return index.tile_id(tile_index)

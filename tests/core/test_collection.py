@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from rs_text_search.cli import main
 from rs_text_search.core.collection import Collection
+from rs_text_search.core.errors import QueryError
 from rs_text_search.core.index import TileIndex
 from rs_text_search.core.indexing import build_index
 from rs_text_search.core.search import Searcher
@@ -16,16 +16,6 @@ from rs_text_search.core.sources import open_raster
 from tests.core.conftest import tiles_raster
 
 GRIDS = [[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[9, 10], [11, 12]], [[13, 14], [15, 1]]]  # last tile repeats the first
-
-
-@pytest.fixture
-def run(cache, tiny_model_dir, capsys):
-    def invoke(*argv):
-        code = main([*argv, "--model", str(tiny_model_dir), "--provider", "cpu"])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def make_rasters(folder, grids=GRIDS, first=0):
@@ -132,6 +122,10 @@ def test_the_merged_index_finds_what_each_index_finds(tmp_path, cache, tiny_mode
     assert (cache / "merged").is_dir() and searcher.merged.merged.faiss.ntotal == 16
     if bbox:
         assert {r.raster_name for r in searcher.search_text("roofs", top_k=40, bbox=bbox)} == {"r0", "r1", "r2"}
+    assert searcher.tile_at(502040.0, 3999950.0, "EPSG:32633") == indexes[2].tile_id(3)  # row 1, column 1
+    assert searcher.tile_at(502040.0, 3999950.0) == indexes[2].tile_id(3)
+    with pytest.raises(QueryError, match="No indexed tile"):
+        searcher.tile_at(501500.0, 3999950.0, "EPSG:32633")  # between two rasters
     similar = searcher.similar([indexes[0].tile_id(0)], top_k=1)  # the pixel-identical tile of another raster
     assert similar[0].tile_id == indexes[3].tile_id(3) and similar[0].score == pytest.approx(1.0, abs=1e-4)
 
