@@ -248,18 +248,26 @@ class Searcher:
         return hits
 
     def _results(self, hits, top_k, min_score, exclude) -> list[SearchResult]:
-        results = []
+        """The ``top_k`` hits kept as results; their catalog rows are read once per raster (one connection for
+        all of its hits: opening a catalog costs about as much as reading ten rows from it)."""
+        kept = []
         for score, index, tile_index in hits:
             if min_score is not None and score < min_score:
                 break
             if index.tile_id(tile_index) in exclude:
                 continue
-            record = index.records([tile_index])[tile_index]
-            results.append(SearchResult(len(results) + 1, score, record.tile_id, index.raster_uri,
-                                        index.raster_name, record.window, record.bounds, index.crs_wkt,
-                                        record.corners_lonlat, index.key, record.corners))
-            if len(results) == top_k:
+            kept.append((score, index, tile_index))
+            if len(kept) == top_k:
                 break
+        records = {}
+        for index in {id(index): index for _, index, _ in kept}.values():
+            records[id(index)] = index.records([t for _, other, t in kept if other is index])
+        results = []
+        for rank, (score, index, tile_index) in enumerate(kept, start=1):
+            record = records[id(index)][tile_index]
+            results.append(SearchResult(rank, score, record.tile_id, index.raster_uri, index.raster_name,
+                                        record.window, record.bounds, index.crs_wkt, record.corners_lonlat,
+                                        index.key, record.corners))
         return results
 
 
