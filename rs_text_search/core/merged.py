@@ -56,7 +56,7 @@ _OPEN_LOCK = threading.Lock()
 
 def merged_dir_for(members: Sequence[TileIndex]) -> Path:
     """The ad-hoc merged folder of a set of indexes: ``<cache>/merged/<hash of their keys>``."""
-    digest = hashlib.sha256("\n".join(sorted(m.key for m in members)).encode()).hexdigest()[:24]
+    digest = hashlib.sha256("\n".join(sorted({m.key for m in members})).encode()).hexdigest()[:24]
     return members[0].directory.parent.parent / "merged" / digest
 
 
@@ -120,8 +120,8 @@ class MergedIndex:
 
     @classmethod
     def _build(cls, directory: Path, members: Sequence[TileIndex], ad_hoc: bool) -> MergedIndex:
-        """Merge the members' catalog embeddings (members in key order, each in tile order)."""
-        members = sorted(members, key=lambda m: m.key)
+        """Merge the members' catalog embeddings (members in key order, each once, each in tile order)."""
+        members = sorted({m.key: m for m in members}.values(), key=lambda m: m.key)
         counts = [int(m.meta["counts"]["embedded"]) for m in members]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         tiles = np.empty(int(offsets[-1]), dtype=np.int64)

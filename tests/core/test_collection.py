@@ -192,3 +192,5 @@ def test_merged_folders_of_ad_hoc_sets_are_pruned(tmp_path, cache, tiny_model):
         Searcher(tiny_model, pair).search_text("roofs", top_k=2)
     assert len(list((cache / "merged").iterdir())) == 4
     np.testing.assert_array_equal(np.sort(Searcher(tiny_model, indexes).merged.merged.tiles[:4]), [0, 1, 2, 3])
+    twice = Searcher(tiny_model, [*indexes, indexes[0]]).search_text("roofs", top_k=20)  # one raster, two layers
+    assert len({r.tile_id for r in twice}) == len(twice) == 16
