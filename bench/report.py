@@ -207,6 +207,12 @@ def _collection(fig: dict) -> list[str]:
                      "search only p50 ms, collection", "search only p50 ms, one index", "search only ratio",
                      "search only p50 ms, one faiss search per raster (before)", "verify members s",
                      "build merged index s", "load merged index s"], rows)
+    measured = fig.get("measured")
+    if measured:  # measured alone (--figures collection) and merged into this run's entry
+        lines += [f"Measured {measured['date']} at commit `{(measured.get('commit') or 'unknown')[:12]}` with "
+                  f"`{measured['command']}`, load average {measured['load_average_start']} at the start and "
+                  f"{measured['load_average_end']} at the end (2 cores shared with other work: p95 and small "
+                  "differences are noise).", ""]
     lines += [f"Writing the member indexes took {_fmt(fig.get('members_written_s'))} s (0: reused from an earlier run)."
               " Verifying members and loading the merged index happen once per `Searcher` (the plugin keeps both); "
               "building it once per change of the members.", ""]
