@@ -45,7 +45,8 @@ package:
 	cp -R $(PLUGIN) "$(PACKAGE_BUILD)/$(PLUGIN)"
 	find "$(PACKAGE_BUILD)" -name '__pycache__' -prune -exec rm -rf {} +
 	rm -rf "$(PACKAGE_BUILD)/$(PLUGIN)/tests" "$(PACKAGE_BUILD)/$(PLUGIN)/training" "$(PACKAGE_BUILD)/$(PLUGIN)/resources"
-	rm -f "$(PACKAGE_BUILD)/$(PLUGIN)/cli.py" "$(PACKAGE_BUILD)/$(PLUGIN)/__main__.py" "$(PACKAGE_BUILD)/$(PLUGIN)/demo.py"
+	rm -f "$(PACKAGE_BUILD)/$(PLUGIN)/cli.py" "$(PACKAGE_BUILD)/$(PLUGIN)/collection_cli.py" "$(PACKAGE_BUILD)/$(PLUGIN)/__main__.py" \
+	      "$(PACKAGE_BUILD)/$(PLUGIN)/demo.py"
 	cp metadata.txt icon.svg LICENSE "$(PACKAGE_BUILD)/$(PLUGIN)/"
 	if command -v lrelease >/dev/null; then for ts in "$(PACKAGE_BUILD)/$(PLUGIN)"/i18n/*.ts; do \
 	  lrelease -silent "$$ts" -qm "$${ts%.ts}.qm"; done; fi

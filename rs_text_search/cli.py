@@ -5,6 +5,8 @@ on stderr and exit code 2; GDAL's own messages and library warnings are shown on
 Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes. A
 search says on stderr, one line each, which indexes it skips and why (damaged, unfinished, or of
 a raster file that changed or moved); the next ``index`` of such a raster rebuilds its index.
+``index --collection NAME`` expands the sources, indexes the rasters that need it (one call,
+``_index_rasters``) and updates the collection (``core.collection``).
 """
 
 from __future__ import annotations
@@ -62,16 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     index = commands.add_parser("index", parents=[model], help="cut rasters into tiles and embed them")
-    index.add_argument("rasters", nargs="+", metavar="RASTER")
+    index.add_argument("rasters", nargs="*", metavar="RASTER",
+                       help="raster files; with --collection also folders, VRTs and text files listing paths")
+    index.add_argument("--collection", default=None, metavar="NAME",
+                       help="add the sources to this collection (alone: re-sync it with its sources)")
+    index.add_argument("--glob", default=None, help="the files of a folder source (default: *.tif, *.tiff, *.jp2, "
+                                                    "*.img at any depth)")
+    index.add_argument("--remove", nargs="+", default=[], metavar="RASTER", help="leave rasters out of --collection")
     index.add_argument("--tile-size", type=_positive_int, default=None,
                        help="tile side in raster pixels (default: the ground one training image covered)")
-    index.add_argument("--overlap", type=_finite_float, default=0.0, help="fraction of a tile shared by neighbours")
+    index.add_argument("--overlap", type=_finite_float, default=None, help="fraction of a tile shared by neighbours")
     index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
     index.add_argument("--batch-size", type=_positive_int, default=None,
                        help="tiles per encoder call (default: 16 on CPU, 64 on CUDA)")
 
     query = argparse.ArgumentParser(add_help=False)
     query.add_argument("--raster", action="append", default=[], help="search only this raster (repeatable)")
+    query.add_argument("--collection", default=None, metavar="NAME", help="search only this collection's rasters")
     query.add_argument("--top-k", type=_positive_int, default=10)
     query.add_argument("--min-score", type=_finite_float, default=None)
     query.add_argument("--bbox", type=_finite_float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"), default=None)
@@ -91,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--tile", action="append", metavar="ID", help="example tile id (repeatable)")
     where.add_argument("--at", type=_finite_float, nargs=2, metavar=("X", "Y"), help="the tile under this point")
 
-    commands.add_parser("list", parents=[model], help="list the indexed rasters for the model")
+    listing = commands.add_parser("list", parents=[model], help="list the indexed rasters for the model")
+    listing.add_argument("--collections", action="store_true", help="list the collections instead")
     return parser
 
 
@@ -105,46 +115,82 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 
 
 def _index(args, model) -> int:
+    from .core.cache import cache_root
+    from .core.tiling import GridSpec
+
+    GridSpec(args.tile_size or 8, args.overlap or 0.0)  # bad --tile-size / --overlap fail before any work
+    cache_root()  # and a cache folder that cannot be made
+    if args.collection is not None:
+        from .collection_cli import index_collection
+
+        return index_collection(args, model)
+    if args.glob or args.remove:
+        raise RsTextSearchError(f"--{'glob' if args.glob else 'remove'} works with --collection NAME only.")
+    if not args.rasters:
+        raise RsTextSearchError("Name at least one raster to index (or a collection with --collection NAME).")
+    summary = _index_rasters(args, model, args.rasters, _bands(args.bands), args.tile_size, args.overlap or 0.0)
+    _print_summary(args, summary)
+    return 0
+
+
+def _index_rasters(args, model, rasters: Sequence, bands, tile_size: int | None, overlap: float,
+                   keep_going: bool = False) -> list[dict]:
+    """Index rasters one after the other; a summary row per raster (``index``: its TileIndex).
+
+    keep_going: a raster that cannot be indexed (not a raster, no image content) gets a warning line and a row
+    with ``error`` instead of ending the run (a collection's thousands of files); else every raster is opened
+    before any work and the first failure ends the run.
+    """
     from tqdm import tqdm
 
-    from .core.cache import cache_root
+    from .core.errors import RasterError
     from .core.indexing import build_index, choose_tile_size
     from .core.sources import open_raster
     from .core.tiling import GridSpec
 
-    GridSpec(args.tile_size or 8, args.overlap)  # bad --tile-size / --overlap fail before any work
-    cache_root()  # and a cache folder that cannot be made
-    bands = _bands(args.bands)
-    sources = [open_raster(path, bands) for path in args.rasters]  # fail fast before any work
+    sources = [] if keep_going else [open_raster(path, bands) for path in rasters]  # fail fast before any work
     summary = []
-    for source in sources:
-        if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
-            print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
-        tiles = choose_tile_size(source, model, args.tile_size or 0)
-        if not args.tile_size and not args.json:  # the automatic size is said; a given one is known
-            print(f"{source.name}: {tiles.why}.", file=sys.stderr)
-        grid = GridSpec(tiles.px, args.overlap)
-        with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
-            def progress(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+    for number, path in enumerate(rasters):
+        try:
+            source = sources[number] if sources else open_raster(path, bands)
+            if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
+                print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.",
+                      file=sys.stderr)
+            tiles = choose_tile_size(source, model, tile_size or 0)
+            if not tile_size and not args.json:  # the automatic size is said; a given one is known
+                print(f"{source.name}: {tiles.why}.", file=sys.stderr)
+            grid = GridSpec(tiles.px, overlap)
+            with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
+                def progress(done: int, total: int, bar=bar) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
 
-            index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
+                index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
+        except RasterError as exc:
+            if not keep_going:
+                raise
+            print(f"warning: skipping '{path}': {exc}", file=sys.stderr)
+            summary.append({"raster": str(path), "error": str(exc)})
+            continue
         if stats.repaired:
             print(f"note: the index of '{source.name}' was rebuilt ({stats.repaired}).", file=sys.stderr)
-        summary.append({"raster": source.uri, "index": str(index.directory), "tile_px": grid.tile_size_px,
+        summary.append({"raster": source.uri, "index": index, "tile_px": grid.tile_size_px,
                         "repaired": stats.repaired, "tiles": stats.tiles_total,
                         "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,
                         "skipped_constant": stats.tiles_skipped_constant, "resumed_from": stats.tiles_done_before,
                         "seconds": round(stats.seconds, 2)})
+    return summary
+
+
+def _print_summary(args, summary: list[dict]) -> None:
+    rows = [{**row, "index": str(row["index"].directory)} for row in summary if "index" in row]
     if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        for row in summary:
-            print(f"{Path(row['raster']).name}: {row['embedded']} tiles embedded, {row['skipped_nodata']} nodata "
-                  f"and {row['skipped_constant']} constant skipped ({row['seconds']} s) -> {row['index']}")
-    return 0
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        print(f"{Path(row['raster']).name}: {row['embedded']} tiles embedded, {row['skipped_nodata']} nodata "
+              f"and {row['skipped_constant']} constant skipped ({row['seconds']} s) -> {row['index']}")
 
 
 def _searcher(args, model):
@@ -152,7 +198,19 @@ def _searcher(args, model):
     from .core.scan import scan_indexes
     from .core.search import Searcher
 
-    indexes, skipped = scan_indexes(model_sha256=model.sha256, deep=True, check_rasters=True)
+    merged_dir = None
+    if args.collection is not None:
+        from .core.collection import Collection
+
+        collection = Collection.load(args.collection)
+        collection.check_model(model.name, model.sha256)
+        indexes, skipped = collection.member_indexes()
+        merged_dir = collection.merged_dir
+        if not indexes and not skipped:
+            raise QueryError(f"The collection '{collection.name}' has no raster yet; add some with 'index "
+                             f"--collection {collection.name} SOURCE...'.")
+    else:
+        indexes, skipped = scan_indexes(model_sha256=model.sha256, deep=True, check_rasters=True)
     if args.raster:
         wanted = {str(Path(r).resolve()) for r in args.raster}
         indexes = [i for i in indexes if str(Path(i.raster_uri).resolve()) in wanted]
@@ -173,7 +231,7 @@ def _searcher(args, model):
                              "those the indexes were made with); index them again with this model.")
         raise QueryError(f"Nothing is indexed with model '{model.name}' yet; run 'python -m rs_text_search index "
                          "RASTER' first.")
-    return Searcher(model, indexes)
+    return Searcher(model, indexes, merged_dir=merged_dir)
 
 
 def _check_query(args, model) -> None:
@@ -228,6 +286,11 @@ def _query(args, model) -> int:
 
 def _list(args, model) -> int:
     from .core.scan import scan_indexes
+
+    if args.collections:
+        from .collection_cli import print_collections
+
+        return print_collections(args, model)
 
     indexes, skipped = scan_indexes(model_sha256=model.sha256, check_rasters=True)  # what a search would skip
     for item in skipped:

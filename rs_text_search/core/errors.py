@@ -40,3 +40,7 @@ class ExportError(RsTextSearchError):
 
 class Cancelled(RsTextSearchError):  # noqa: N818 - it is an outcome, not a failure
     """Work stopped because the user asked; everything finished so far is kept."""
+
+
+class CollectionError(RsTextSearchError):
+    """A collection name is not valid, the collection does not exist, or its sources cannot be read."""

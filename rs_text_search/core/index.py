@@ -25,7 +25,7 @@ import json
 import os
 import re
 import sqlite3
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,18 +233,16 @@ class TileIndex:
         import faiss
 
         dim = int(self.meta["model"]["embed_dim"])
-        embedded = (STATUS["embedded"],)
         with closing(self.connect()) as db:
-            count = int(db.execute("SELECT COUNT(*) FROM tiles WHERE status = ?", embedded).fetchone()[0])
+            count = int(db.execute("SELECT COUNT(*) FROM tiles WHERE status = ?", (STATUS["embedded"],)).fetchone()[0])
             ids = np.empty(count, dtype=np.int64)
 
             def chunks():  # streamed: peak memory is the faiss index itself, not the catalog three times over
                 filled = 0
-                cursor = db.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id", embedded)
-                while rows := cursor.fetchmany(FINALIZE_CHUNK_TILES):
-                    ids[filled : filled + len(rows)] = [r[0] for r in rows]
-                    filled += len(rows)
-                    yield np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                for chunk_ids, vectors in self.embedded_chunks(db):
+                    ids[filled : filled + len(chunk_ids)] = chunk_ids
+                    filled += len(chunk_ids)
+                    yield vectors
 
             index = build_faiss_index(dim, count, chunks)
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a finished catalog is one file, readable read-only
@@ -259,6 +257,31 @@ class TileIndex:
         self.write_meta()
         self._faiss, self._ids = index, ids
         self._verified = True
+
+    def embedded_chunks(self, db: sqlite3.Connection | None = None):
+        """The catalog's embedded tiles in tile order, as (tile indexes [n] int64, vectors [n, dim] float32) chunks
+        of ``FINALIZE_CHUNK_TILES``: the exact stored embeddings (a compressed faiss kind cannot give them back).
+        ``db``: an open catalog connection (finalize's), else the catalog is opened read-only for the iteration
+        (a damaged one then raises ``IndexDamagedError``). There, a row whose embedding is damaged while the
+        catalog's structure holds (which only the next ``index`` repairs) is taken from index.faiss instead.
+        """
+        dim = int(self.meta["model"]["embed_dim"])
+        with self.connect(read_only=True) if db is None else _borrowed(db) as catalog:
+            cursor = catalog.execute("SELECT id, embedding FROM tiles WHERE status = ? ORDER BY id",
+                                     (STATUS["embedded"],))
+            while rows := cursor.fetchmany(FINALIZE_CHUNK_TILES):
+                ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                whole = [isinstance(r[1], bytes) and len(r[1]) == 4 * dim for r in rows]
+                if all(whole) or db is not None:
+                    yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                    continue
+                vectors = np.empty((len(rows), dim), dtype=np.float32)
+                for row, (_, blob) in enumerate(rows):
+                    if whole[row]:
+                        vectors[row] = np.frombuffer(blob, dtype=np.float32)
+                damaged = np.flatnonzero(~np.array(whole))
+                vectors[damaged] = self.vectors(ids[damaged].tolist())
+                yield ids, vectors
 
     def _load(self):
         if self._faiss is None:
@@ -370,6 +393,12 @@ class TileIndex:
                 "+ ((miny + maxy) / 2 - ?) * ((miny + maxy) / 2 - ?) LIMIT 1",
                 (STATUS["embedded"], x, x, y, y, x, x, y, y)).fetchone()
         return None if row is None else int(row[0])
+
+
+@contextmanager
+def _borrowed(db: sqlite3.Connection):
+    """A connection someone else closes, used where ``closing`` would otherwise stand."""
+    yield db
 
 
 def meta_version(folder: Path) -> int | None:

@@ -18,7 +18,7 @@ from .cache import cache_root
 from .errors import IndexMismatchError
 from .index import META_VERSION, TileIndex, meta_version
 
-__all__ = ["SkippedIndex", "scan_indexes", "raster_change", "remove_superseded"]
+__all__ = ["SkippedIndex", "scan_indexes", "check_index", "raster_change", "remove_superseded"]
 
 _UNREADABLE = "its meta.json cannot be read"
 _OTHER_VERSION = "it was made by another version of rs_text_search"
@@ -71,24 +71,33 @@ def scan_indexes(root: Path | None = None, model_sha256: str | None = None, deep
                 skipped.append(SkippedIndex(directory, None, "its meta.json is missing; index the raster again "
                                                              "to rebuild it"))
             continue
-        try:
-            index = TileIndex.open(directory)
-            if model_sha256 and index.meta["model"]["sha256"] != model_sha256:
-                continue
-            name, uri = index.raster_name, index.raster_uri
-            problem = index.problem(deep) or (raster_change(index) if check_rasters else None)
-        except (IndexMismatchError, KeyError, TypeError, AttributeError, ValueError):
-            other = meta_version(directory) not in (None, META_VERSION)
-            skipped.append(SkippedIndex(directory, None, f"{_OTHER_VERSION if other else _UNREADABLE}; index the "
-                                                         "raster again to rebuild it"))
-            continue
-        if problem is None:
-            found.append(index)
-        elif problem.startswith("its raster"):
-            skipped.append(SkippedIndex(directory, name, problem, uri))
-        else:
-            skipped.append(SkippedIndex(directory, name, f"{problem}; index the raster again to rebuild it", uri))
+        checked = check_index(directory, model_sha256, deep, check_rasters)
+        if isinstance(checked, TileIndex):
+            found.append(checked)
+        elif checked is not None:
+            skipped.append(checked)
     return found, skipped
+
+
+def check_index(directory: Path, model_sha256: str | None = None, deep: bool = False,
+                check_rasters: bool = False) -> TileIndex | SkippedIndex | None:
+    """One index folder, checked as ``scan_indexes`` checks each: the usable index, why it is skipped, or None
+    for another model's index (``model_sha256``)."""
+    try:
+        index = TileIndex.open(directory)
+        if model_sha256 and index.meta["model"]["sha256"] != model_sha256:
+            return None
+        name, uri = index.raster_name, index.raster_uri
+        problem = index.problem(deep) or (raster_change(index) if check_rasters else None)
+    except (IndexMismatchError, KeyError, TypeError, AttributeError, ValueError):
+        other = meta_version(directory) not in (None, META_VERSION)
+        return SkippedIndex(directory, None, f"{_OTHER_VERSION if other else _UNREADABLE}; index the raster again "
+                                             "to rebuild it")
+    if problem is None:
+        return index
+    if problem.startswith("its raster"):
+        return SkippedIndex(directory, name, problem, uri)
+    return SkippedIndex(directory, name, f"{problem}; index the raster again to rebuild it", uri)
 
 
 def remove_superseded(index: TileIndex) -> list[Path]:

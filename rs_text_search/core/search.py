@@ -9,6 +9,11 @@ A query vector combines examples Rocchio-style: ``q = norm(mean(pos)) - w * norm
 re-normalised (``w`` = ``negative_weight``, 0.5 by default). Optional re-ranking is average query
 expansion: the query is moved towards its ``expansion_k`` best tiles (weighted by score) and the
 search repeated, which narrows the text-image modality gap on nearly every query we tried.
+
+A search over more than one index runs on one merged vector index (``core.merged``): one faiss search per
+query whatever the number of rasters, with the same results as searching each index and merging the hits
+(up to exact ties); per raster, only the catalog rows of the hits (and, with a bounding box, of the rasters
+it meets) are read.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .errors import IndexDamagedError, QueryError
 from .index import TILE_ID_PATTERN, TileIndex
+from .merged import MergedIndex, MergedView
 from .model import Model
 
 __all__ = ["SearchResult", "Searcher", "pyproj_transform_bounds", "pyproj_transform_point", "check_crs",
@@ -103,11 +110,13 @@ class Searcher:
 
     Each index is verified first (``TileIndex.verify``, once per object); damaged ones are left out and
     ``skipped`` holds one sentence for each. When none is left, the first sentence is raised.
+    ``merged_dir``: where the merged index of several indexes lives (a collection's folder); None: an
+    ad-hoc folder in the cache named after the set of indexes (``core.merged``).
     """
 
     def __init__(self, model: Model, indexes: Sequence[TileIndex],
                  transform_bounds: BoundsTransform = pyproj_transform_bounds,
-                 transform_point: PointTransform = pyproj_transform_point) -> None:
+                 transform_point: PointTransform = pyproj_transform_point, merged_dir: Path | None = None) -> None:
         if not indexes:
             raise QueryError("Nothing is indexed yet; index a raster first.")
         self.indexes, self.skipped = [], []
@@ -124,6 +133,11 @@ class Searcher:
         self.model = model
         self._transform_bounds = transform_bounds
         self._transform_point = transform_point
+        self._merged_dir = merged_dir
+        self._merged: MergedView | None = None
+        self._by_key: dict[str, TileIndex] = {}  # tile id prefix -> index (the first one, as a scan in order finds)
+        for index in self.indexes:
+            self._by_key.setdefault(index.key[:8], index)
 
     # -- building query vectors ------------------------------------------------------------------
     def resolve_tile(self, tile_id: str) -> tuple[TileIndex, int]:
@@ -131,10 +145,10 @@ class Searcher:
             example = self.indexes[0].tile_id(0)
             raise QueryError(f"{tile_id!r} is not a tile id; tile ids are written like '{example}' (index, row, "
                              "column, as the results show them).")
-        for index in self.indexes:
-            tile_index = index.parse_tile_id(tile_id)
-            if tile_index is not None:
-                return index, tile_index
+        index = self._by_key.get(tile_id[:8])
+        tile_index = None if index is None else index.parse_tile_id(tile_id)
+        if tile_index is not None:
+            return index, tile_index
         raise QueryError(f"There is no tile '{tile_id}' in the indexed rasters.")
 
     def tile_vectors(self, tile_ids: Sequence[str]) -> np.ndarray:
@@ -187,19 +201,35 @@ class Searcher:
         return self.search(tiles=list(tile_ids), **kwargs)
 
     def tile_at(self, x: float, y: float, crs: str | None = None) -> str:
-        """Id of the tile under a point; ``crs`` is any CRS string (EPSG:xxxx, WKT), None = each raster's."""
-        for index in self.indexes:
-            px, py = x, y
-            if crs and index.crs_wkt:
-                px, py = self._transform_point(x, y, crs, index.crs_wkt)
-                if not (math.isfinite(px) and math.isfinite(py)):
-                    continue  # the point has no place in this raster's CRS
+        """Id of the tile under a point; ``crs`` is any CRS string (EPSG:xxxx, WKT), None = each raster's.
+
+        Over several rasters only those whose envelope holds the point look in their catalog."""
+        if len(self.indexes) > 1:
+            candidates = self.merged.members_under(x, y, crs, self._transform_point)
+        else:
+            candidates, index = [], self.indexes[0]
+            px, py = self._transform_point(x, y, crs, index.crs_wkt) if crs and index.crs_wkt else (x, y)
+            if math.isfinite(px) and math.isfinite(py):  # else the point has no place in this raster's CRS
+                candidates.append((0, px, py))
+        for number, px, py in candidates:
+            index = self.indexes[number]
             tile_index = index.tile_containing(px, py)
             if tile_index is not None:
                 return index.tile_id(tile_index)
         raise QueryError(f"No indexed tile lies under the point ({x}, {y}).")
 
+    @property
+    def merged(self) -> MergedView:
+        """The merged vector index of the searched indexes (found, loaded or built on first use)."""
+        if self._merged is None:
+            self._merged = MergedView(MergedIndex.for_members(self.indexes, self._merged_dir), self.indexes)
+        return self._merged
+
     def _search_vector(self, query: np.ndarray, k: int, bbox: Bounds | None, bbox_crs: str | None):
+        if len(self.indexes) > 1:
+            allowed = None if bbox is None else self.merged.allowed_positions(bbox, bbox_crs, self._transform_bounds)
+            hits = self.merged.search(query, k, allowed)
+            return [(score, self.indexes[member], tile) for score, member, tile in hits]
         hits = []
         for index in self.indexes:
             allowed = None
@@ -218,18 +248,26 @@ class Searcher:
         return hits
 
     def _results(self, hits, top_k, min_score, exclude) -> list[SearchResult]:
-        results = []
+        """The ``top_k`` hits kept as results; their catalog rows are read once per raster (one connection for
+        all of its hits: opening a catalog costs about as much as reading ten rows from it)."""
+        kept = []
         for score, index, tile_index in hits:
             if min_score is not None and score < min_score:
                 break
             if index.tile_id(tile_index) in exclude:
                 continue
-            record = index.records([tile_index])[tile_index]
-            results.append(SearchResult(len(results) + 1, score, record.tile_id, index.raster_uri,
-                                        index.raster_name, record.window, record.bounds, index.crs_wkt,
-                                        record.corners_lonlat, index.key, record.corners))
-            if len(results) == top_k:
+            kept.append((score, index, tile_index))
+            if len(kept) == top_k:
                 break
+        records = {}
+        for index in {id(index): index for _, index, _ in kept}.values():
+            records[id(index)] = index.records([t for _, other, t in kept if other is index])
+        results = []
+        for rank, (score, index, tile_index) in enumerate(kept, start=1):
+            record = records[id(index)][tile_index]
+            results.append(SearchResult(rank, score, record.tile_id, index.raster_uri, index.raster_name,
+                                        record.window, record.bounds, index.crs_wkt, record.corners_lonlat,
+                                        index.key, record.corners))
         return results
 
 

@@ -52,6 +52,19 @@ def cache(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture
+def run(cache, tiny_model_dir, capsys):
+    """``run(*argv)``: the command line's real entry point with the tiny model on CPU -> (exit code, stdout, stderr)."""
+    from rs_text_search.cli import main
+
+    def invoke(*argv):
+        code = main([*argv, "--model", str(tiny_model_dir), "--provider", "cpu"])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory) -> Path:
     """A second tiny model (another seed): its indexes must never mix with the first one's."""

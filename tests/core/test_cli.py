@@ -20,16 +20,6 @@ SEEDS = [[1, 2, 3], [4, 5, 1]]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def run(cache, tiny_model_dir, capsys):
-    def invoke(*argv):
-        code = main([*argv, "--model", str(tiny_model_dir), "--provider", "cpu"])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
-
-
 def test_index_search_similar_and_export(run, tmp_path):
     raster = tiles_raster(tmp_path / "scene.tif", 32, SEEDS)
     code, out, err = run("index", str(raster), "--json")
