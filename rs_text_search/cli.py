@@ -2,7 +2,8 @@
 
 Shares the on-disk cache with the QGIS plugin. Bad input, argument errors included, gets one sentence
 on stderr and exit code 2; GDAL's own messages and library warnings are shown only with ``-v``.
-Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes. A
+Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes; ``index
+--workers N`` / ``--scheduler ADDRESS`` index on Dask (``core.distributed``), into the same cache. A
 search says on stderr, one line each, which indexes it skips and why (damaged, unfinished, or of
 a raster file that changed or moved); the next ``index`` of such a raster rebuilds its index.
 """
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
     index.add_argument("--batch-size", type=_positive_int, default=None,
                        help="tiles per encoder call (default: 16 on CPU, 64 on CUDA)")
+    dask = index.add_mutually_exclusive_group()
+    dask.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                      help="index on N worker processes of an embedded Dask cluster (needs dask[distributed])")
+    dask.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="index on a running Dask cluster, e.g. tcp://host:8786 (its workers need the rasters "
+                           "and the model folder at the same paths)")
 
     query = argparse.ArgumentParser(add_help=False)
     query.add_argument("--raster", action="append", default=[], help="search only this raster (repeatable)")
@@ -105,10 +113,7 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
 
 
 def _index(args, model) -> int:
-    from tqdm import tqdm
-
     from .core.cache import cache_root
-    from .core.indexing import build_index, choose_tile_size
     from .core.sources import open_raster
     from .core.tiling import GridSpec
 
@@ -117,27 +122,14 @@ def _index(args, model) -> int:
     bands = _bands(args.bands)
     sources = [open_raster(path, bands) for path in args.rasters]  # fail fast before any work
     summary = []
-    for source in sources:
-        if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
-            print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
-        tiles = choose_tile_size(source, model, args.tile_size or 0)
-        if not args.tile_size and not args.json:  # the automatic size is said; a given one is known
-            print(f"{source.name}: {tiles.why}.", file=sys.stderr)
-        grid = GridSpec(tiles.px, args.overlap)
-        with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
-            def progress(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-
-            index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
+    for source, (index, stats) in zip(sources, _index_rasters(args, model, sources)):
         if stats.repaired:
             print(f"note: the index of '{source.name}' was rebuilt ({stats.repaired}).", file=sys.stderr)
-        summary.append({"raster": source.uri, "index": str(index.directory), "tile_px": grid.tile_size_px,
-                        "repaired": stats.repaired, "tiles": stats.tiles_total,
-                        "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,
-                        "skipped_constant": stats.tiles_skipped_constant, "resumed_from": stats.tiles_done_before,
-                        "seconds": round(stats.seconds, 2)})
+        summary.append({"raster": source.uri, "index": str(index.directory),
+                        "tile_px": index.meta["grid"]["tile_size_px"], "repaired": stats.repaired,
+                        "tiles": stats.tiles_total, "embedded": stats.tiles_embedded,
+                        "skipped_nodata": stats.tiles_skipped_nodata, "skipped_constant": stats.tiles_skipped_constant,
+                        "resumed_from": stats.tiles_done_before, "seconds": round(stats.seconds, 2)})
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -145,6 +137,50 @@ def _index(args, model) -> int:
             print(f"{Path(row['raster']).name}: {row['embedded']} tiles embedded, {row['skipped_nodata']} nodata "
                   f"and {row['skipped_constant']} constant skipped ({row['seconds']} s) -> {row['index']}")
     return 0
+
+
+def _index_rasters(args, model, sources: list) -> list:
+    """Index open raster sources with the options of ``args`` (tile size, overlap, batch size, and
+    --workers / --scheduler for Dask): one ``(TileIndex, IndexingStats)`` per source, in order. Each source
+    is closed once indexed. Says which tile size each raster gets, and shows progress, on stderr."""
+    from tqdm import tqdm
+
+    from .core.indexing import build_index, choose_tile_size
+    from .core.tiling import GridSpec
+
+    def grid_of(source) -> GridSpec:
+        if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
+            print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
+        tiles = choose_tile_size(source, model, args.tile_size or 0)
+        if not args.tile_size and not args.json:  # the automatic size is said; a given one is known
+            print(f"{source.name}: {tiles.why}.", file=sys.stderr)
+        return GridSpec(tiles.px, args.overlap)
+
+    def bar_progress(bar):
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        return progress
+
+    if args.workers or args.scheduler:
+        from .core.distributed import build_indexes, dask_cluster
+
+        jobs = [(source, grid_of(source)) for source in sources]
+        try:
+            with dask_cluster(args.workers, args.scheduler) as cluster, \
+                    tqdm(desc=f"{len(jobs)} rasters on Dask", unit="tile", disable=args.json, file=sys.stderr) as bar:
+                return build_indexes(jobs, model, cluster, progress=bar_progress(bar), provider=args.provider,
+                                     batch_size=args.batch_size)
+        finally:
+            for source in sources:
+                source.close()
+    results = []
+    for source in sources:
+        grid = grid_of(source)
+        with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
+            results.append(build_index(source, model, grid, progress=bar_progress(bar), batch_size=args.batch_size))
+    return results
 
 
 def _searcher(args, model):
@@ -251,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # GDAL's messages (38 of them for a truncated TIFF) and library warnings: only with -v
         for name in ("rasterio", "py.warnings"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # read when --workers imports dask
     try:
         from .core.model import load_model
 
