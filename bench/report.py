@@ -18,6 +18,7 @@ FIGURE_TITLES = {
     "script": "3. Engine vs the obvious user script",
     "memory": "4. Peak memory while indexing",
     "search": "5. Search latency and recall",
+    "distributed": "6. Distributed indexing: Dask LocalCluster vs in-process",
 }
 
 
@@ -188,7 +189,33 @@ def _search(fig: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {"encoder": _encoder, "pipeline": _pipeline, "script": _script, "memory": _memory, "search": _search}
+def _distributed(fig: dict) -> list[str]:
+    rasters = fig["rasters"]
+    sizes = ", ".join(f"{r['size_px']:,} px" for r in rasters)
+    cases = fig["cases"]
+    names = {"in_process_1": "in-process (before)", "dask_cold": f"Dask, {fig['workers']} workers, cold",
+             "dask_warm": f"Dask, {fig['workers']} workers, warm", "in_process_2": "in-process (after)"}
+    lines = [f"{len(rasters)} generated rasters ({sizes}, square), {fig['tile_px']} px tiles, provider "
+             f"{fig['provider']}, {fig['cores']} cores; Dask: an embedded LocalCluster of {fig['workers']} worker "
+             f"processes, one thread and {fig['ort_threads_per_worker']} ONNX Runtime thread(s) each, started in "
+             f"{_fmt(fig['cluster_start_s'])} s (not counted below). Cold: the workers load the model on their "
+             "first chunk; warm: the same cluster again."
+             + (f" Measured {fig['measured']['date']} (load average {fig['measured']['load_average_start']} at start, "
+                f"{fig['measured']['load_average_end']} at end)." if fig.get("measured") else ""), ""]
+    lines += _table(["run (in this order)", "tiles", "seconds", "tiles/s", "/ in-process tiles/s"],
+                    [[names.get(name, name), c["tiles"], c["seconds"], c["tiles_per_s"],
+                      {"dask_cold": fig["ratio_cold"], "dask_warm": fig["ratio_warm"]}.get(name)]
+                     for name, c in cases.items()])
+    same = fig["comparison"]
+    lines += [f"The warm run's per-raster indexes against the first in-process run's: same index keys "
+              f"{_fmt(same['same_keys'])}, same catalog rows (tile ids, windows, bounds, corners, statuses) "
+              f"{_fmt(same['same_rows'])}, largest embedding difference {same['max_abs_diff']:.2g} over "
+              f"{_fmt(same['tiles'])} embedded tiles.", ""]
+    return lines
+
+
+RENDERERS = {"encoder": _encoder, "pipeline": _pipeline, "script": _script, "memory": _memory, "search": _search,
+             "distributed": _distributed}
 
 
 def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:

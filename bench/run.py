@@ -1,9 +1,10 @@
 """Entry point of the benchmarks: ``python -m bench [--quick | --full] [--model DIR] ...``.
 
-Runs the five figures in one process (indexing in child processes), in this order: encoder (1),
+Runs the figures in one process (indexing in child processes), in this order: encoder (1),
 pipeline efficiency and peak memory on the large and small rasters (2 and 4), interleaved rounds
 on a medium raster (:mod:`bench.sweep`: the engine under several settings, the in-memory encoder
-and the plain user script, for figures 2 and 3), and search (5, on the large run's embeddings). Writes the
+and the plain user script, for figures 2 and 3), search (5, on the large run's embeddings), and
+indexing on a Dask LocalCluster against in-process (6, :mod:`bench.distributed`). Writes the
 run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
 only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
 
@@ -39,7 +40,7 @@ from .common import (
 )
 
 RESULTS_SCHEMA_VERSION = 1
-FIGURES = ("encoder", "pipeline", "script", "search")  # "pipeline" measures figures 2 and 4 together
+FIGURES = ("encoder", "pipeline", "script", "search", "distributed")  # "pipeline": figures 2 and 4
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] measuring {bench_model.description}", flush=True)
     model_dir = bench_model.directory
     state: dict[str, Any] = {}
-    _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
+    if figures - {"distributed"}:  # the distributed figure makes only the rasters it indexes
+        _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
     if "encoder" in figures and "pixels" in state:
         from . import encoder
 
@@ -233,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state),
             args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
             preset.search_budget_s, scenes=state.get("scenes"), hnsw_variants=preset.hnsw_variants))
+    if "distributed" in figures:
+        from . import distributed
+
+        run["figures"]["distributed"] = _timed(run, "distributed", lambda: distributed.run(
+            model_dir, args.work, preset.small_px, args.shared, state.get("scenes")))
     run["load_average_end"] = load_average()
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)
