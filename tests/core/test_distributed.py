@@ -1,5 +1,6 @@
 """Indexing on a real Dask LocalCluster (2 worker processes) equals indexing in-process, tile for tile."""
 
+import contextlib
 import json
 import os
 import signal
@@ -7,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow  # a LocalCluster takes a few seconds to start
 
 GRID = GridSpec(32)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +148,31 @@ def test_a_killed_worker_loses_no_tile(tmp_path, tiny_model):
         got = on_dask([path], tiny_model, running, tmp_path / "dask", chunk_tiles=2, progress=kill_one_worker)
     assert killed
     assert_same_indexes(expected, [index for index, _ in got])
+
+
+def test_a_killed_client_keeps_its_chunks_and_an_in_process_run_resumes_them(tmp_path, cache, tiny_model_dir,
+                                                                             tiny_model):
+    path = write_geotiff(tmp_path / "big.tif", textured_rgb(640, 640, seed=4))  # 400 tiles, 25 chunks
+    command = [sys.executable, "-m", "rs_text_search", "index", str(path), "--workers", "2", "--tile-size", "32",
+               "--batch-size", "4", "--model", str(tiny_model_dir), "--provider", "cpu", "--json"]
+    client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    kept = 0
+    try:
+        deadline = time.monotonic() + 300
+        while not kept and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for catalog_path in (cache / "indexes").glob("*/catalog.sqlite"):
+                with closing(sqlite3.connect(f"{catalog_path.as_uri()}?mode=ro", uri=True)) as db, \
+                        contextlib.suppress(sqlite3.OperationalError):  # the schema may not be there yet
+                    kept = db.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+    finally:
+        client.kill()  # SIGKILL: no cleanup of any kind in the client
+        client.wait()
+    assert 0 < kept < 400
+    with open_raster(path) as source:
+        index, stats = build_index(source, tiny_model, GRID, batch_size=4)
+    assert stats.tiles_done_before >= kept
+    assert_same_indexes(in_process([path], tiny_model, tmp_path / "local"), [index])
 
 
 def test_cli_workers_writes_the_in_process_cache(tmp_path, cache, rasters, tiny_model_dir, tiny_model, capsys):
