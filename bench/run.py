@@ -1,10 +1,11 @@
 """Entry point of the benchmarks: ``python -m bench [--quick | --full] [--model DIR] ...``.
 
-Runs the six figures in one process (indexing in child processes), in this order: encoder (1),
+Runs the figures in one process (indexing in child processes), in this order: encoder (1),
 pipeline efficiency and peak memory on the large and small rasters (2 and 4), interleaved rounds
 on a medium raster (:mod:`bench.sweep`: the engine under several settings, the in-memory encoder
-and the plain user script, for figures 2 and 3), search (5, on the large run's embeddings) and
-collections of many rasters against one index (6, :mod:`bench.collection`, on the same embeddings). Writes the
+and the plain user script, for figures 2 and 3), search (5, on the large run's embeddings),
+collections of many rasters against one index (6, :mod:`bench.collection`, on the same embeddings)
+and indexing on a Dask LocalCluster against in-process (7, :mod:`bench.distributed`). Writes the
 run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
 only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
 
@@ -40,7 +41,7 @@ from .common import (
 )
 
 RESULTS_SCHEMA_VERSION = 1
-FIGURES = ("encoder", "pipeline", "script", "search", "collection")  # "pipeline" measures figures 2 and 4 together
+FIGURES = ("encoder", "pipeline", "script", "search", "collection", "distributed")  # "pipeline": figures 2 and 4
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] measuring {bench_model.description}", flush=True)
     model_dir = bench_model.directory
     state: dict[str, Any] = {}
-    _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
+    if figures - {"distributed"}:  # the distributed figure makes only the rasters it indexes
+        _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
     if "encoder" in figures and "pixels" in state:
         from . import encoder
 
@@ -242,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         run["figures"]["collection"] = _timed(run, "collection", lambda: collection.run(
             model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state), args.shared,
             args.work, preset.collection_members, preset.text_queries))
+    if "distributed" in figures:
+        from . import distributed
+
+        run["figures"]["distributed"] = _timed(run, "distributed", lambda: distributed.run(
+            model_dir, args.work, preset.small_px, args.shared, state.get("scenes")))
     run["load_average_end"] = load_average()
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)

@@ -2,7 +2,8 @@
 
 Shares the on-disk cache with the QGIS plugin. Bad input, argument errors included, gets one sentence
 on stderr and exit code 2; GDAL's own messages and library warnings are shown only with ``-v``.
-Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes. A
+Ctrl-C while indexing keeps every finished batch (exit code 130) and the next run resumes; ``index
+--workers N`` / ``--scheduler ADDRESS`` index on Dask (``core.distributed``), into the same cache. A
 search says on stderr, one line each, which indexes it skips and why (damaged, unfinished, or of
 a raster file that changed or moved); the next ``index`` of such a raster rebuilds its index.
 ``index --collection NAME`` expands the sources, indexes the rasters that need it (one call,
@@ -15,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--bands", default=None, help="bands to use, e.g. 1,2,3 or 4 (default: RGB or grey)")
     index.add_argument("--batch-size", type=_positive_int, default=None,
                        help="tiles per encoder call (default: 16 on CPU, 64 on CUDA)")
+    dask = index.add_mutually_exclusive_group()
+    dask.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                      help="index on N worker processes of an embedded Dask cluster (needs dask[distributed])")
+    dask.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="index on a running Dask cluster, e.g. tcp://host:8786 (its workers need the rasters "
+                           "and the model folder at the same paths)")
 
     query = argparse.ArgumentParser(add_help=False)
     query.add_argument("--raster", action="append", default=[], help="search only this raster (repeatable)")
@@ -133,14 +141,20 @@ def _index(args, model) -> int:
     return 0
 
 
+DASK_GROUP_RASTERS = 256  # rasters open at once on the Dask path (file handles), one group after the other
+
+
 def _index_rasters(args, model, rasters: Sequence, bands, tile_size: int | None, overlap: float,
                    keep_going: bool = False) -> list[dict]:
-    """Index rasters one after the other; a summary row per raster (``index``: its TileIndex).
+    """Index rasters (in process one after the other, or on Dask with --workers / --scheduler, a group of
+    ``DASK_GROUP_RASTERS`` at a time on one cluster); a summary row per raster (``index``: its TileIndex).
 
-    keep_going: a raster that cannot be indexed (not a raster, no image content) gets a warning line and a row
-    with ``error`` instead of ending the run (a collection's thousands of files); else every raster is opened
-    before any work and the first failure ends the run.
+    keep_going: a raster that cannot be opened or indexed (not a raster, no image content) gets a warning line
+    and a row with ``error`` instead of ending the run (a collection's thousands of files); else every raster
+    is opened before any work and the first failure ends the run.
     """
+    from contextlib import nullcontext
+
     from tqdm import tqdm
 
     from .core.errors import RasterError
@@ -148,38 +162,72 @@ def _index_rasters(args, model, rasters: Sequence, bands, tile_size: int | None,
     from .core.sources import open_raster
     from .core.tiling import GridSpec
 
-    sources = [] if keep_going else [open_raster(path, bands) for path in rasters]  # fail fast before any work
-    summary = []
-    for number, path in enumerate(rasters):
-        try:
-            source = sources[number] if sources else open_raster(path, bands)
-            if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
-                print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.",
-                      file=sys.stderr)
-            tiles = choose_tile_size(source, model, tile_size or 0)
-            if not tile_size and not args.json:  # the automatic size is said; a given one is known
-                print(f"{source.name}: {tiles.why}.", file=sys.stderr)
-            grid = GridSpec(tiles.px, overlap)
-            with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
-                def progress(done: int, total: int, bar=bar) -> None:
-                    bar.total = total
-                    bar.n = done
-                    bar.refresh()
+    def grid_of(source) -> GridSpec:
+        if source.crs_wkt is None:  # said before the progress bar starts, so the two do not share a line
+            print(f"note: '{source.name}' has no CRS; its tiles are located in pixel coordinates.", file=sys.stderr)
+        tiles = choose_tile_size(source, model, tile_size or 0)
+        if not tile_size and not args.json:  # the automatic size is said; a given one is known
+            print(f"{source.name}: {tiles.why}.", file=sys.stderr)
+        return GridSpec(tiles.px, overlap)
 
-                index, stats = build_index(source, model, grid, progress=progress, batch_size=args.batch_size)
-        except RasterError as exc:
-            if not keep_going:
-                raise
-            print(f"warning: skipping '{path}': {exc}", file=sys.stderr)
-            summary.append({"raster": str(path), "error": str(exc)})
-            continue
+    def bar_progress(bar):
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        return progress
+
+    summary = []
+
+    def failed(path, exc: RasterError) -> None:
+        if not keep_going:
+            raise exc
+        print(f"warning: skipping '{path}': {exc}", file=sys.stderr)
+        summary.append({"raster": str(path), "error": str(exc)})
+
+    def done(source, index, stats) -> None:
         if stats.repaired:
             print(f"note: the index of '{source.name}' was rebuilt ({stats.repaired}).", file=sys.stderr)
-        summary.append({"raster": source.uri, "index": index, "tile_px": grid.tile_size_px,
+        summary.append({"raster": source.uri, "index": index, "tile_px": index.meta["grid"]["tile_size_px"],
                         "repaired": stats.repaired, "tiles": stats.tiles_total,
                         "embedded": stats.tiles_embedded, "skipped_nodata": stats.tiles_skipped_nodata,
                         "skipped_constant": stats.tiles_skipped_constant, "resumed_from": stats.tiles_done_before,
                         "seconds": round(stats.seconds, 2)})
+
+    sources = [] if keep_going else [open_raster(path, bands) for path in rasters]  # fail fast before any work
+    on_dask = bool(args.workers or args.scheduler)
+    if on_dask:
+        from .core.distributed import build_indexes, dask_cluster
+    with dask_cluster(args.workers, args.scheduler) if on_dask else nullcontext() as cluster:
+        group = DASK_GROUP_RASTERS if on_dask else 1
+        for start in range(0, len(rasters), group):
+            opened = []
+            for number in range(start, min(start + group, len(rasters))):
+                try:
+                    opened.append(sources[number] if sources else open_raster(rasters[number], bands))
+                except RasterError as exc:
+                    failed(rasters[number], exc)
+            if not on_dask:
+                for source in opened:
+                    try:
+                        grid = grid_of(source)
+                        with source, tqdm(desc=source.name, unit="tile", disable=args.json, file=sys.stderr) as bar:
+                            done(source, *build_index(source, model, grid, progress=bar_progress(bar),
+                                                      batch_size=args.batch_size))
+                    except RasterError as exc:
+                        failed(source.uri, exc)
+                continue
+            try:
+                jobs = [(source, grid_of(source)) for source in opened]
+                with tqdm(desc=f"{len(jobs)} rasters on Dask", unit="tile", disable=args.json,
+                          file=sys.stderr) as bar:
+                    results = build_indexes(jobs, model, cluster, progress=bar_progress(bar), provider=args.provider,
+                                            batch_size=args.batch_size)
+                for source, (index, stats) in zip(opened, results):
+                    done(source, index, stats)
+            finally:
+                for source in opened:
+                    source.close()
     return summary
 
 
@@ -191,6 +239,7 @@ def _print_summary(args, summary: list[dict]) -> None:
     for row in rows:
         print(f"{Path(row['raster']).name}: {row['embedded']} tiles embedded, {row['skipped_nodata']} nodata "
               f"and {row['skipped_constant']} constant skipped ({row['seconds']} s) -> {row['index']}")
+
 
 
 def _searcher(args, model):
@@ -314,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # GDAL's messages (38 of them for a truncated TIFF) and library warnings: only with -v
         for name in ("rasterio", "py.warnings"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # read when --workers imports dask
     try:
         from .core.model import load_model
 

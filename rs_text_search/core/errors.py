@@ -38,6 +38,10 @@ class ExportError(RsTextSearchError):
     """Results could not be written to the requested file."""
 
 
+class ClusterError(RsTextSearchError):
+    """Dask is missing, its scheduler does not answer, or a worker cannot see the rasters or the model."""
+
+
 class Cancelled(RsTextSearchError):  # noqa: N818 - it is an outcome, not a failure
     """Work stopped because the user asked; everything finished so far is kept."""
 

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -46,7 +46,8 @@ from .model import Model, manifest_ground_m_per_px
 from .sources import RasterSource
 from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
-__all__ = ["build_index", "IndexingStats", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
+__all__ = ["build_index", "IndexingStats", "IndexPlan", "plan_index", "finish_index", "index_errors",
+           "read_tiles", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
            "choose_tile_size", "default_grid"]
 
 log = logging.getLogger(__name__)
@@ -190,24 +191,13 @@ def build_index(
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1 tile, got {batch_size}")
     started = time.perf_counter()
-    folder = index_folder(source, model, grid, root)
-    n_rows, n_cols, tiles = tile_grid(source.width, source.height, grid)
-    try:
-        index, repaired = _open_for_indexing(folder, source, model, grid, (n_rows, n_cols))
-        if index.complete:
-            counts = index.meta["counts"]
-            stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"],
-                                  len(tiles), 0.0, 0.0)
-            if progress:
-                progress(len(tiles), len(tiles))
-            return index, stats
-        with closing(index.connect()) as db:
-            done = {r[0] for r in db.execute("SELECT id FROM tiles")}
-    except (sqlite3.Error, OSError) as exc:
-        raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
-    todo = [t for t in tiles if t.index not in done]
-    log.info("indexing %s: %d tiles, %d already done", source.name, len(tiles), len(done))
-    try:
+    plan = plan_index(source, model, grid, root)
+    if plan.index.complete:
+        if progress:
+            progress(len(plan.tiles), len(plan.tiles))
+        return plan.index, plan.stats()
+    log.info("indexing %s: %d tiles, %d already done", source.name, len(plan.tiles), len(plan.done))
+    with index_errors(source, plan.index.directory):
         # The readers' tile resampling is small numpy matrix products; BLAS's own threads would wake for
         # each one and take the cores from the encoder (78 px tiles enlarged to 128 on 2 cores: 124 tiles/s
         # with OpenBLAS's default threads, 250 with one). Process-wide while this runs, then restored.
@@ -215,9 +205,52 @@ def build_index(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1, user_api="blas"):
-            encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
-                                           is_cancelled, batch_size, readers)
-        index.finalize()
+            encode_seconds = _run_pipeline(source, model, plan.index, plan.todo, len(plan.done), len(plan.tiles),
+                                           progress, is_cancelled, batch_size, readers)
+    return plan.index, finish_index(source, plan, started, encode_seconds)
+
+
+@dataclass
+class IndexPlan:
+    """Where a raster's index stands before a run: its folder reopened for writing (``_open_for_indexing``),
+    the grid's tiles and those its catalog already holds. Shared by ``build_index`` and ``core.distributed``."""
+
+    index: TileIndex
+    tiles: list[Tile]
+    done: set[int]
+    repaired: str | None
+
+    @property
+    def todo(self) -> list[Tile]:
+        return [t for t in self.tiles if t.index not in self.done]
+
+    def stats(self, seconds: float = 0.0, encode_seconds: float = 0.0) -> IndexingStats:
+        counts = self.index.meta["counts"]
+        return IndexingStats(len(self.tiles), counts["embedded"], counts["nodata"], counts["constant"],
+                             len(self.done), seconds, encode_seconds, self.repaired)
+
+
+def plan_index(source: RasterSource, model: Model, grid: GridSpec, root: Path | None = None) -> IndexPlan:
+    """The index of ``source`` ready to be resumed: a complete one (``index.complete``) is returned as it is."""
+    folder = index_folder(source, model, grid, root)
+    n_rows, n_cols, tiles = tile_grid(source.width, source.height, grid)
+    try:
+        index, repaired = _open_for_indexing(folder, source, model, grid, (n_rows, n_cols))
+        if index.complete:
+            return IndexPlan(index, tiles, {t.index for t in tiles}, None)
+        with closing(index.connect()) as db:
+            done = {r[0] for r in db.execute("SELECT id FROM tiles")}
+    except (sqlite3.Error, OSError) as exc:
+        raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
+    return IndexPlan(index, tiles, done, repaired)
+
+
+@contextmanager
+def index_errors(source: RasterSource, folder: Path):
+    """Around writing a raster's index: a failed write becomes one sentence (``write_failure``), and a raster
+    GDAL cannot read leaves no partial index."""
+    try:
+        yield
     except RasterError:
         # A window GDAL cannot read (a truncated or damaged file) fails the same way in every run: a partial
         # index would only be re-read up to it each time, so none is kept.
@@ -225,16 +258,22 @@ def build_index(
         raise
     except (sqlite3.Error, OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
         raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
-    counts = index.meta["counts"]
-    if counts["embedded"] == 0:
-        shutil.rmtree(folder, ignore_errors=True)  # an index with nothing in it is no use to keep
+
+
+def finish_index(source: RasterSource, plan: IndexPlan, started: float, encode_seconds: float) -> IndexingStats:
+    """Build the faiss index of a catalog that holds every tile, mark it complete and replace the indexes of
+    earlier versions of the file; raises RasterError (and keeps nothing) when no tile has image content.
+    ``started``: ``time.perf_counter()`` when the run began."""
+    index = plan.index
+    with index_errors(source, index.directory):
+        index.finalize()
+    if index.meta["counts"]["embedded"] == 0:
+        shutil.rmtree(index.directory, ignore_errors=True)  # an index with nothing in it is no use to keep
         raise RasterError(f"'{source.name}' has no tile with image content (all nodata, transparent or constant).")
     from .scan import remove_superseded
 
     remove_superseded(index)
-    stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"], len(done),
-                          time.perf_counter() - started, encode_seconds, repaired)
-    return index, stats
+    return plan.stats(time.perf_counter() - started, encode_seconds)
 
 
 def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: GridSpec,
@@ -287,26 +326,8 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
                 handles.append(local.source)
         return local.source
 
-    def read_batch(batch_tiles: list[Tile]) -> _Batch:
-        src = reader()
-        status, kept = [], []
-        for tile in batch_tiles:
-            try:
-                rgb, valid = src.read_masked(tile.window, model.image_size)
-            except RasterError:
-                raise
-            except Exception as exc:  # GDAL raises several error types for damaged blocks
-                w, reason = tile.window, str(exc.__cause__ or exc).strip().rstrip(".")
-                raise RasterError(f"Reading '{source.name}' failed at pixel window x {w.col_off}, y {w.row_off} "
-                                  f"({w.width} x {w.height} px): {reason}; the file may be truncated or damaged.") \
-                    from exc
-            code = _classify(rgb, valid)
-            status.append(code)
-            if code == STATUS["embedded"]:
-                kept.append(rgb)
-        pixels = model.preprocess(kept) if kept else np.zeros((0, 3, model.image_size, model.image_size),
-                                                               np.float32)
-        return _Batch(batch_tiles, status, pixels)
+    def read_batch(batch_tiles: list[Tile]) -> _Batch:  # on a reader thread, with that thread's handle
+        return read_tiles(reader(), model, batch_tiles)
 
     written = [n_done]
     to_write: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_BATCHES)
@@ -378,6 +399,28 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
         raise Cancelled(f"Indexing of '{source.name}' was cancelled; {written[0]} of {n_total} tiles "
                         "are kept and the next run resumes from there.")
     return encode_seconds
+
+
+def read_tiles(source: RasterSource, model: Model, tiles: list[Tile]) -> _Batch:
+    """Read ``tiles`` at the model's input size, mark the empty ones and preprocess the rest (the mapper's
+    input; ``source`` is a handle of the calling thread). A window that cannot be read raises RasterError."""
+    status, kept = [], []
+    for tile in tiles:
+        try:
+            rgb, valid = source.read_masked(tile.window, model.image_size)
+        except RasterError:
+            raise
+        except Exception as exc:  # GDAL raises several error types for damaged blocks
+            w, reason = tile.window, str(exc.__cause__ or exc).strip().rstrip(".")
+            raise RasterError(f"Reading '{source.name}' failed at pixel window x {w.col_off}, y {w.row_off} "
+                              f"({w.width} x {w.height} px): {reason}; the file may be truncated or damaged.") \
+                from exc
+        code = _classify(rgb, valid)
+        status.append(code)
+        if code == STATUS["embedded"]:
+            kept.append(rgb)
+    pixels = model.preprocess(kept) if kept else np.zeros((0, 3, model.image_size, model.image_size), np.float32)
+    return _Batch(tiles, status, pixels)
 
 
 def _batch_rows(source: RasterSource, batch: _Batch, vectors: np.ndarray | None) -> list[tuple]:

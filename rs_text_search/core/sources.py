@@ -238,7 +238,12 @@ class RasterioSource:
         return np.asarray(lon), np.asarray(lat)
 
     def clone(self) -> RasterioSource:
-        return RasterioSource(self.uri, self._requested_bands, _plan=self._plan)
+        return RasterioSource(*self.reopen_args())
+
+    def reopen_args(self) -> tuple:
+        """``RasterioSource(*args)`` opens this raster again, also in another process (a Dask worker), with the
+        band plan made here: every process reads the same bands with the same stretch."""
+        return self.uri, self._requested_bands, self._plan
 
     def close(self) -> None:
         self._ds.close()

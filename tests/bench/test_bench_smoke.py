@@ -13,7 +13,7 @@ import pytest
 
 from bench.run import main
 
-FIGURES = ("encoder", "pipeline", "script", "memory", "search")
+FIGURES = ("encoder", "pipeline", "script", "memory", "search", "distributed")
 
 
 @pytest.mark.slow
@@ -35,6 +35,7 @@ def test_bench_tiny_run_writes_results_and_markdown(tmp_path: Path, shared_data:
     assert run["figures"]["memory"]["runs"]["large_engine"]["peak_rss_mib"] > 0
     assert run["figures"]["script"]["variants"]["per_tile"]["tiles_per_s_median"] > 0
     assert run["figures"]["pipeline"]["sweep"]["cases"]["engine defaults"]["efficiency_median"] > 0
+    assert run["figures"]["distributed"]["comparison"]["same_rows"] and run["figures"]["distributed"]["ratio_warm"] > 0
     sizes = run["figures"]["search"]["sizes"]
     assert [s["tiles"] for s in sizes if not s["real_only"]] == [500, 2_000]
     assert all(0.0 <= s["approximate"]["recall_at_10"] <= 1.0 for s in sizes)
