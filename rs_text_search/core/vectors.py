@@ -52,9 +52,14 @@ TRAINING_SEED = 0
 # image queries whatever nprobe; 4-bit fast-scan PQ (IVF-PQ48x4fs, 24 bytes) re-ranked from SQ8 or fp16
 # copies of its best 160 candidates reached 0.12 (0.61 from 2,560 candidates); SQfp16 at nprobe 16 of
 # 1,024 lists 0.99 (text queries 0.97). Text queries need more lists than image queries (the modality
-# gap: they sit outside the image-embedding cloud, so their nearest centroids say less): see IVF_NPROBE.
+# gap: they sit outside the image-embedding cloud, so their nearest centroids say less).
 COMPRESSED_CODES = "SQfp16"
-IVF_NPROBE = 32
+# Lists scanned per query, from the sweep at 2,000,000 tiles (2,048 lists; BENCHMARKS.md figure 6, one
+# faiss thread, 2 cores under a load of about 10): nprobe 4 recall@10 0.92 (text queries 0.89), 8 0.99
+# (0.99) at 1.3 ms p50, 16 1.00 (1.00) at 3.1 ms, 32 1.00 at 11.9 ms. 16 keeps a margin for 10M tiles,
+# whose 4,096 lists make 16 of them the share of the vectors that 8 are at 2M, and scans about
+# 16 x sqrt(tiles) vectors: 39,000 at 10M, as many as 32 lists at 2M.
+IVF_NPROBE = 16
 
 
 def index_kind(count: int) -> str:
