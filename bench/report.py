@@ -198,7 +198,10 @@ def _scale(fig: dict) -> list[str]:
              f"exact top-10 merged chunk by chunk ({fig['ground_truth_s']:,} s). Engine: exact below "
              f"{engine['approximate_min_tiles']:,} tiles, HNSW below {engine['compressed_min_tiles']:,}, compressed "
              f"above; at this size it picks **{engine['picks']}**. One query at a time on one faiss thread, as "
-             f"`TileIndex.search` runs it; peak RSS of the whole run {_fmt(fig['peak_rss_mib'], 0)} MiB.", ""]
+             f"`TileIndex.search` runs it; peak RSS of the whole run {_fmt(fig['peak_rss_mib'], 0)} MiB"
+             + (f"; load average (1, 5, 15 min) {fig['load_average'][0]} at its start, {fig['load_average'][1]} at its "
+                "end (under load, the latency of one setting varies between passes)" if fig.get("load_average")
+                else "") + ".", ""]
     lines += _table(["index", "train s", "add s", "bytes per tile", "index MiB", "nprobe", "p50 ms", "p95 ms",
                      "recall@10", "image queries", "text queries"],
                     [[f"{entry['type']} `{entry['factory']}`", entry["train_s"], entry["add_s"],
@@ -249,7 +252,9 @@ def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:
              f"- **Model measured:** {run['model']['description']}",
              f"- **Sizes:** rasters {preset['large_px']:,} px (large), {preset['small_px']:,} px (small) and "
              f"{preset.get('medium_px', 0):,} px (interleaved rounds), square; search at "
-             + ", ".join(f"{s:,}" for s in preset["search_sizes"]) + " tiles",
+             + ", ".join(f"{s:,}" for s in preset["search_sizes"]) + " tiles"
+             + (f"; collection scale (figure 6) at {preset['scale_tiles']:,} tiles" if preset.get("scale_tiles")
+                else ""),
              f"- **Took:** {run['seconds_total']:,} s ("
              + ", ".join(f"{k} {v} s" for k, v in run["seconds_per_figure"].items()) + ")"]
     lines += [f"- **Kept from an earlier run of this mode** (`--figures` re-measured only the others): {name}, "

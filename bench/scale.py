@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import peak_rss_mib, percentile_ms, target
+from .common import load_average, peak_rss_mib, percentile_ms, target
 from .search import (
     ENGINE_QUERY_THREADS,
     LATENCY_TARGET_MS,
@@ -133,6 +133,7 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, size: int, n_image_quer
 
     from .rasters import augmented_tiles, load_scenes
 
+    load_at_start = load_average()
     model = load_model(model_dir, provider="auto")
     scenes = scenes or load_scenes(shared)
     queries = {"image": model.embed_images(augmented_tiles(scenes, n_image_queries, model.image_size, seed + 1000)),
@@ -172,6 +173,7 @@ def run(model_dir: Path, base: np.ndarray, shared: Path, size: int, n_image_quer
         "restricted": _restricted(index, both, truth_restricted, restricted),
         "sweep": _sweep(index, queries, truth, budget_s),
         "peak_rss_mib": peak_rss_mib(),
+        "load_average": [load_at_start, load_average()],  # latency on a shared machine depends on it
     }
     result["targets"] = _targets(result)
     return result
