@@ -159,11 +159,26 @@ def _search(fig: dict) -> list[str]:
     return out
 
 
+def _scale(fig: dict) -> list[str]:
+    entry, by_query = fig["compressed"], fig["compressed"]["recall_at_10_by_query"]
+    good = [r for r in fig["sweep"] if r["recall_at_10_by_query"].get("text", 0) >= RECALL_TARGET
+            and r["recall_at_10_by_query"].get("image", 0) >= RECALL_TARGET]
+    return [f"Compressed index ({entry['factory']}) at {fig['tiles']:,} tiles: p50 {_n(entry['p50_ms'], 2)} ms, "
+            f"recall@10 {_n(entry['recall_at_10'], 3)} (image queries {_n(by_query.get('image'), 3)}, text queries "
+            f"{_n(by_query.get('text'), 3)}) at nprobe {entry['nprobe']}; {_n(entry['bytes_per_tile'], 0)} bytes per "
+            f"tile ({_n(entry['bytes_per_tile'] * 1e7 / 2**30)} GiB at 10M tiles); trained in "
+            f"{_n(entry['train_s'])} s, filled in {_n(entry['add_s'])} s; the engine picks {fig['engine']['picks']} "
+            "at this size. "
+            + (f"Both query kinds reach {RECALL_TARGET} from nprobe {good[0]['nprobe']} (p50 "
+               f"{_n(good[0]['p50_ms'], 2)} ms)." if good else f"No nprobe measured reaches {RECALL_TARGET} for "
+               "both query kinds.")]
+
+
 def findings(run: dict[str, Any]) -> list[str]:
     figures = run["figures"]
     out: list[str] = []
     for name, summarise in (("encoder", _encoder), ("pipeline", _pipeline), ("script", _script),
-                            ("memory", _memory), ("search", _search)):
+                            ("memory", _memory), ("search", _search), ("scale", _scale)):
         if figures.get(name):
             try:
                 out += summarise(figures[name])

@@ -4,8 +4,9 @@ Runs the figures in one process (indexing in child processes), in this order: en
 pipeline efficiency and peak memory on the large and small rasters (2 and 4), interleaved rounds
 on a medium raster (:mod:`bench.sweep`: the engine under several settings, the in-memory encoder
 and the plain user script, for figures 2 and 3), search (5, on the large run's embeddings),
-collections of many rasters against one index (6, :mod:`bench.collection`, on the same embeddings)
-and indexing on a Dask LocalCluster against in-process (7, :mod:`bench.distributed`). Writes the
+collections of many rasters against one index (6, :mod:`bench.collection`, on the same embeddings),
+indexing on a Dask LocalCluster against in-process (7, :mod:`bench.distributed`) and the compressed
+index at collection scale (8, :mod:`bench.scale`, expanded from figure 5's embeddings). Writes the
 run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
 only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
 
@@ -41,7 +42,7 @@ from .common import (
 )
 
 RESULTS_SCHEMA_VERSION = 1
-FIGURES = ("encoder", "pipeline", "script", "search", "collection", "distributed")  # "pipeline": figures 2 and 4
+FIGURES = ("encoder", "pipeline", "script", "search", "collection", "distributed", "scale")  # "pipeline": figs 2, 4
 
 
 @dataclass(frozen=True)
@@ -65,28 +66,31 @@ class Preset:
     search_budget_s: float = 3.0  # per latency measurement
     hnsw_variants: list[tuple[int, int]] = field(default_factory=list)  # (M, efConstruction) at the largest size
     collection_members: list[int] = field(default_factory=list)  # rasters in a collection (figure 6, bench.collection)
+    scale_tiles: int = 0  # figure 8: tiles of the compressed index (10M is the issue's size)
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(large_px=384, small_px=192, medium_px=192, sweep_rounds=1, sweep_all=False, gdal_variant=False,
                    encoder_rounds=1, encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=16,
                    script_max_seconds=5.0, search_sizes=[500, 2_000], flat_sizes=[2_000], image_queries=8,
-                   text_queries=8, search_budget_s=0.3, collection_members=[10, 50]),
+                   text_queries=8, search_budget_s=0.3, collection_members=[10, 50], scale_tiles=20_000),
     "quick": Preset(large_px=4096, small_px=2048, medium_px=2048, sweep_rounds=1, sweep_all=False,
                     gdal_variant=False, encoder_rounds=2,
                     encoder_seconds=1.0, encoder_extra=False, stage_tiles=64, script_max_tiles=96,
                     script_max_seconds=8.0, search_sizes=[10_000, 30_000], flat_sizes=[10_000, 30_000, 100_000],
-                    image_queries=50, text_queries=50, search_budget_s=1.0, collection_members=[100, 1_000]),
+                    image_queries=50, text_queries=50, search_budget_s=1.0, collection_members=[100, 1_000],
+                    scale_tiles=200_000),
     "default": Preset(large_px=8_192, small_px=2_048, medium_px=4_096, sweep_rounds=2, sweep_all=True,
                       gdal_variant=True, encoder_rounds=3, encoder_seconds=1.5, encoder_extra=True, stage_tiles=128,
                       script_max_tiles=196, script_max_seconds=8.0, search_sizes=[10_000, 100_000],
                       flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], search_budget_s=2.0,
-                      collection_members=[100, 1_000, 10_000]),
+                      collection_members=[100, 1_000, 10_000], scale_tiles=2_000_000),
     "full": Preset(large_px=20_000, small_px=5_000, medium_px=4_480, sweep_rounds=3, sweep_all=True,
                    gdal_variant=True, encoder_rounds=3, encoder_seconds=3.0, encoder_extra=True, stage_tiles=256,
                    script_max_tiles=400, script_max_seconds=20.0, search_sizes=[10_000, 100_000, 1_000_000],
                    flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
-                   search_budget_s=5.0, hnsw_variants=[(32, 80)], collection_members=[100, 1_000, 10_000]),
+                   search_budget_s=5.0, hnsw_variants=[(32, 80)], collection_members=[100, 1_000, 10_000],
+                   scale_tiles=10_000_000),
 }
 
 
@@ -105,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--large-px", type=int, default=None, help="override the large raster's side")
     parser.add_argument("--small-px", type=int, default=None, help="override the small raster's side")
     parser.add_argument("--search-sizes", default=None, help="comma-separated tile counts, e.g. 10000,100000")
+    parser.add_argument("--scale-tiles", type=int, default=None, help="tiles of figure 6, e.g. 10000000")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"subset of {','.join(FIGURES)}")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: redraw the charts and BENCHMARKS.md from the results file")
@@ -120,6 +125,8 @@ def _preset(args: argparse.Namespace) -> Preset:
         preset = replace(preset, small_px=args.small_px)
     if args.search_sizes:
         preset = replace(preset, search_sizes=[int(v) for v in args.search_sizes.split(",") if v])
+    if args.scale_tiles:
+        preset = replace(preset, scale_tiles=args.scale_tiles)
     return preset
 
 
@@ -231,24 +238,32 @@ def main(argv: list[str] | None = None) -> int:
         if block and "script" in figures:
             run["figures"]["script"] = script.figure(block)
         del models
-    if "search" in figures:
+    if {"search", "scale", "collection"} & figures:
+        state["real"] = _timed(run, "real embeddings", lambda: _real_vectors(
+            vectors_path, "pipeline" in run["figures"], model_dir, args, state))
+    if "search" in figures and state.get("real") is not None:
         from . import search
 
         run["figures"]["search"] = _timed(run, "search", lambda: search.run(
-            model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state),
-            args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
-            preset.search_budget_s, scenes=state.get("scenes"), hnsw_variants=preset.hnsw_variants))
-    if "collection" in figures:
+            model_dir, state["real"], args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries,
+            preset.text_queries, preset.search_budget_s, scenes=state.get("scenes"),
+            hnsw_variants=preset.hnsw_variants))
+    if "collection" in figures and state.get("real") is not None:
         from . import collection
 
         run["figures"]["collection"] = _timed(run, "collection", lambda: collection.run(
-            model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state), args.shared,
-            args.work, preset.collection_members, preset.text_queries))
+            model_dir, state["real"], args.shared, args.work, preset.collection_members, preset.text_queries))
     if "distributed" in figures:
         from . import distributed
 
         run["figures"]["distributed"] = _timed(run, "distributed", lambda: distributed.run(
             model_dir, args.work, preset.small_px, args.shared, state.get("scenes")))
+    if "scale" in figures and state.get("real") is not None:
+        from . import scale
+
+        run["figures"]["scale"] = _timed(run, "scale", lambda: scale.run(
+            model_dir, state["real"], args.shared, preset.scale_tiles, preset.image_queries, preset.text_queries,
+            preset.search_budget_s, args.work, scenes=state.get("scenes")))
     run["load_average_end"] = load_average()
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)

@@ -55,29 +55,41 @@ def participation_ratio(vectors: np.ndarray) -> float:
     return round(float(variances.sum() ** 2 / (variances**2).sum()), 2)
 
 
-def expand(base: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """``size`` unit vectors: the real ``base`` vectors (a random subset when fewer are wanted) plus expansion."""
+def expansion_plan(base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each real vector's ``EXPAND_NEIGHBOURS`` nearest real neighbours and its nearest-neighbour distance."""
     import faiss
 
+    exact = faiss.IndexFlatIP(base.shape[1])
+    exact.add(base)
+    similarity, neighbours = exact.search(base, EXPAND_NEIGHBOURS + 1)
+    return neighbours, np.sqrt(np.maximum(2.0 - 2.0 * similarity[:, 1], 0.0))  # unit vectors
+
+
+def expanded_rows(base: np.ndarray, plan: tuple[np.ndarray, np.ndarray], n: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``n`` expanded unit vectors (module docstring), drawn from ``rng``."""
+    neighbours, nearest_distance = plan
+    first = rng.integers(0, len(base), n)
+    second = neighbours[first, rng.integers(1, EXPAND_NEIGHBOURS + 1, n)]
+    weight = rng.random(n, dtype=np.float32)[:, None]
+    noise = rng.standard_normal((n, base.shape[1]), dtype=np.float32)
+    noise *= (EXPAND_NOISE * nearest_distance[first] / np.sqrt(base.shape[1]))[:, None]
+    chunk = weight * base[first] + (1.0 - weight) * base[second] + noise
+    return chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+
+
+def expand(base: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` unit vectors: the real ``base`` vectors (a random subset when fewer are wanted) plus expansion."""
     rng = np.random.default_rng(seed)
     base = np.ascontiguousarray(base, dtype=np.float32)
     if size <= len(base):
         return base[np.sort(rng.choice(len(base), size, replace=False))]
-    exact = faiss.IndexFlatIP(base.shape[1])
-    exact.add(base)
-    similarity, neighbours = exact.search(base, EXPAND_NEIGHBOURS + 1)
-    nearest_distance = np.sqrt(np.maximum(2.0 - 2.0 * similarity[:, 1], 0.0))  # unit vectors
+    plan = expansion_plan(base)
     out = np.empty((size, base.shape[1]), dtype=np.float32)
     out[: len(base)] = base
     for start in range(len(base), size, 100_000):
         n = min(100_000, size - start)
-        first = rng.integers(0, len(base), n)
-        second = neighbours[first, rng.integers(1, EXPAND_NEIGHBOURS + 1, n)]
-        weight = rng.random(n, dtype=np.float32)[:, None]
-        noise = rng.standard_normal((n, base.shape[1]), dtype=np.float32)
-        noise *= (EXPAND_NOISE * nearest_distance[first] / np.sqrt(base.shape[1]))[:, None]
-        chunk = weight * base[first] + (1.0 - weight) * base[second] + noise
-        out[start : start + n] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+        out[start : start + n] = expanded_rows(base, plan, n, rng)
     return out
 
 

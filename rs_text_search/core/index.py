@@ -15,8 +15,9 @@ skipped by searches with one sentence saying why, and rebuilt by the next ``buil
 Reads open the catalog read-only (``mode=ro``, or ``immutable=1`` where the cache cannot be written), so
 another user's or a read-only cache searches.
 
-Exact search (``IndexFlatIP``) is used below ``APPROXIMATE_MIN_TILES`` tiles, HNSW above (``core.vectors``);
-see BENCHMARKS.md for the measurements behind the switch-over size.
+Exact search (``IndexFlatIP``) is used below ``APPROXIMATE_MIN_TILES`` tiles, HNSW above, and a compressed
+IVF-PQ index re-ranked from 8-bit codes from ``COMPRESSED_MIN_TILES`` (``core.vectors``); see BENCHMARKS.md
+for the measurements behind the switch-over sizes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .vectors import (  # noqa: F401 - part of this module's interface (bench, t
     build_faiss_index,
     load_faiss_index,
     make_faiss_index,
+    reconstructs_exactly,
     search_parameters,
 )
 
@@ -315,7 +317,7 @@ class TileIndex:
             if len(positions) == 0:
                 return np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1)
             selector = faiss.IDSelectorBatch(positions.astype(np.int64))
-            params = search_parameters(index, selector)
+            params = search_parameters(index, selector, selected=len(positions))
         k_eff = min(k, len(ids))
         if k_eff == 0:
             return np.full((len(vectors), k), -np.inf, np.float32), np.full((len(vectors), k), -1)
@@ -332,14 +334,28 @@ class TileIndex:
         return scores, tile_indexes
 
     def vectors(self, tile_indexes: list[int]) -> np.ndarray:
-        """Stored embeddings of tiles (raises QueryError for tiles that were skipped or do not exist)."""
+        """Stored embeddings of tiles (raises QueryError for tiles that were skipped or do not exist).
+
+        From the faiss index where it holds them exactly, else (a compressed index) from the catalog.
+        """
         index, ids = self._load()
-        out = np.zeros((len(tile_indexes), index.d), dtype=np.float32)
-        for i, tile_index in enumerate(tile_indexes):
+        positions = []
+        for tile_index in tile_indexes:
             position = int(np.searchsorted(ids, tile_index))
             if position >= len(ids) or ids[position] != tile_index:
                 raise QueryError(f"Tile {self.tile_id(tile_index)} has no embedding (it is empty or nodata).")
-            out[i] = index.reconstruct(position)
+            positions.append(position)
+        out = np.zeros((len(positions), index.d), dtype=np.float32)
+        if reconstructs_exactly(index):
+            for i, position in enumerate(positions):
+                out[i] = index.reconstruct(position)
+            return out
+        wanted = [int(t) for t in tile_indexes]
+        with self.connect(read_only=True) as db:
+            stored = dict(db.execute(f"SELECT id, embedding FROM tiles WHERE id IN ({','.join('?' * len(wanted))})",
+                                     wanted).fetchall()) if wanted else {}
+        for i, tile_index in enumerate(wanted):
+            out[i] = np.frombuffer(stored[tile_index], dtype=np.float32)
         return out
 
     def records(self, tile_indexes: list[int]) -> dict[int, TileRecord]:
