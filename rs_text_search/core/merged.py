@@ -237,8 +237,9 @@ class MergedView:
         import faiss
 
         index = self.merged.faiss
-        selector = self._mask_selector
+        selector, selected = self._mask_selector, None  # a mask leaves at least half the tiles: no wider scan
         if allowed is not None:
+            selected = len(allowed)
             if len(allowed) == 0:
                 return []
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
@@ -249,7 +250,7 @@ class MergedView:
         faiss.omp_set_num_threads(1)  # one query: one faiss thread is faster (TileIndex.search says why)
         try:
             scores, positions = index.search(np.ascontiguousarray(query[None, :], dtype=np.float32), k_eff,
-                                             params=search_parameters(index, selector))
+                                             params=search_parameters(index, selector, selected))
         finally:
             faiss.omp_set_num_threads(threads)
         positions = positions[0][positions[0] >= 0]
