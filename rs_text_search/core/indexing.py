@@ -12,6 +12,10 @@
   rounds; BENCHMARKS.md has the runs since (this figure swings with the shared machine's load).
   Progress is reported, and cancellation checked, on the calling thread.
 
+Tiles the source's ``coverage`` shows to lie wholly in regions without a valid pixel (a sparse GeoTIFF's
+unwritten blocks) are written as nodata rows without being read, before the pipeline starts: what reading
+them would give, so counts, resume and the integrity checks are as for any other tile.
+
 Re-indexing an unchanged raster with the same model and grid returns the finished index at once,
 unless the index fails its checks (``core.integrity``): then it is rebuilt, embedding again only the
 tiles its catalog cannot vouch for, and ``IndexingStats.repaired`` says what was wrong. A run that
@@ -44,7 +48,7 @@ from .index import META_VERSION, STATUS, TileIndex, meta_version
 from .integrity import repair_catalog
 from .model import Model, manifest_ground_m_per_px
 from .sources import RasterSource
-from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
+from .tiling import GridSpec, Tile, certainly_empty, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
 __all__ = ["build_index", "IndexingStats", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
            "choose_tile_size", "default_grid"]
@@ -53,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_READERS = 2
 WRITE_QUEUE_BATCHES = 2  # batches encoded but not yet written, at most
+EMPTY_BATCH_TILES = 4096  # nodata rows per transaction for tiles marked without being read
 CONSTANT_TOLERANCE = 1  # a tile whose valid pixels span at most this many grey levels per band is "constant"
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in the grid)
@@ -68,13 +73,14 @@ class IndexingStats:
     seconds: float
     seconds_encoding: float
     repaired: str | None = None  # what was wrong with the index found on disk (a phrase), None when nothing
+    tiles_not_read: int = 0  # of the nodata tiles, those marked from the source's coverage without reading them
 
 
 @dataclass
 class _Batch:
     tiles: list[Tile]
     status: list[int]
-    pixels: np.ndarray  # preprocessed, only the tiles with status "embedded"
+    pixels: np.ndarray | None  # preprocessed, only the tiles with status "embedded" (None: no tile was read)
 
 
 def _classify(rgb: np.ndarray, valid: np.ndarray) -> int:
@@ -215,8 +221,9 @@ def build_index(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1, user_api="blas"):
-            encode_seconds = _run_pipeline(source, model, index, todo, len(done), len(tiles), progress,
-                                           is_cancelled, batch_size, readers)
+            to_read = _mark_certainly_empty(source, index, todo, len(done), len(tiles), progress, is_cancelled)
+            encode_seconds = _run_pipeline(source, model, index, to_read, len(tiles) - len(to_read), len(tiles),
+                                           progress, is_cancelled, batch_size, readers)
         index.finalize()
     except RasterError:
         # A window GDAL cannot read (a truncated or damaged file) fails the same way in every run: a partial
@@ -233,7 +240,7 @@ def build_index(
 
     remove_superseded(index)
     stats = IndexingStats(len(tiles), counts["embedded"], counts["nodata"], counts["constant"], len(done),
-                          time.perf_counter() - started, encode_seconds, repaired)
+                          time.perf_counter() - started, encode_seconds, repaired, len(todo) - len(to_read))
     return index, stats
 
 
@@ -273,6 +280,33 @@ def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: G
     if problem:
         log.info("the index of %s is rebuilt: %s", source.name, problem)
     return index, problem
+
+
+def _mark_certainly_empty(source: RasterSource, index: TileIndex, todo: list[Tile], n_done: int, n_total: int,
+                          progress: Progress | None, is_cancelled: Callable[[], bool] | None) -> list[Tile]:
+    """Write as nodata, without reading them, the tiles of ``todo`` in which ``source.coverage()`` shows no
+    valid pixel (reading them would find none: ``_classify`` makes such a tile nodata); returns the tiles
+    left to read. One transaction per ``EMPTY_BATCH_TILES`` tiles, cancellation checked before each."""
+    coverage = source.coverage() if todo else None
+    empty = certainly_empty(coverage, [t.window for t in todo]) if coverage is not None else None
+    if empty is None or not empty.any():
+        return todo
+    unread = [t for t, is_empty in zip(todo, empty) if is_empty]
+    log.info("%s: %d tiles lie where the raster has no valid pixel; marked nodata unread", source.name, len(unread))
+    with closing(index.connect()) as db:
+        for start in range(0, len(unread), EMPTY_BATCH_TILES):
+            if is_cancelled and is_cancelled():
+                raise _cancelled(source, n_done + start, n_total)
+            chunk = unread[start : start + EMPTY_BATCH_TILES]
+            _write_rows(db, _batch_rows(source, _Batch(chunk, [STATUS["nodata"]] * len(chunk), None), None))
+            if progress:
+                progress(n_done + start + len(chunk), n_total)
+    return [t for t, is_empty in zip(todo, empty) if not is_empty]
+
+
+def _cancelled(source: RasterSource, kept: int, n_total: int) -> Cancelled:
+    return Cancelled(f"Indexing of '{source.name}' was cancelled; {kept} of {n_total} tiles are kept and the next "
+                     "run resumes from there.")
 
 
 def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers):
@@ -375,8 +409,7 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             handle.close()
     report()
     if cancelled:
-        raise Cancelled(f"Indexing of '{source.name}' was cancelled; {written[0]} of {n_total} tiles "
-                        "are kept and the next run resumes from there.")
+        raise _cancelled(source, written[0], n_total)
     return encode_seconds
 
 
