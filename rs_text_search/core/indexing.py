@@ -25,6 +25,7 @@ finished index replaces the indexes of earlier versions of the same file (``scan
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -35,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -207,24 +208,24 @@ def build_index(
             if progress:
                 progress(len(tiles), len(tiles))
             return index, stats
-        with closing(index.connect()) as db:
-            done = {r[0] for r in db.execute("SELECT id FROM tiles")}
+        # One catalog connection for the run: opening and closing a WAL catalog makes and removes its -wal
+        # and -shm files and checkpoints it (four times per raster before: 30 ms of a small raster's cost).
+        db = index.connect()
     except (sqlite3.Error, OSError) as exc:
         raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
-    todo = [t for t in tiles if t.index not in done]
-    log.info("indexing %s: %d tiles, %d already done", source.name, len(tiles), len(done))
     try:
-        # The readers' tile resampling is small numpy matrix products; BLAS's own threads would wake for
-        # each one and take the cores from the encoder (78 px tiles enlarged to 128 on 2 cores: 124 tiles/s
-        # with OpenBLAS's default threads, 250 with one). Process-wide while this runs, then restored.
-        # Imported here: QGIS loads the plugin (which imports this module) before threadpoolctl is installed.
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            to_read = _mark_certainly_empty(source, index, todo, len(done), len(tiles), progress, is_cancelled)
-            encode_seconds = _run_pipeline(source, model, index, to_read, len(tiles) - len(to_read), len(tiles),
-                                           progress, is_cancelled, batch_size, readers)
-        index.finalize()
+        with closing(db):
+            done = {r[0] for r in db.execute("SELECT id FROM tiles")}
+            todo = [t for t in tiles if t.index not in done]
+            log.info("indexing %s: %d tiles, %d already done", source.name, len(tiles), len(done))
+            # The readers' tile resampling is small numpy matrix products; BLAS's own threads would wake for
+            # each one and take the cores from the encoder (78 px tiles enlarged to 128 on 2 cores: 124 tiles/s
+            # with OpenBLAS's default threads, 250 with one). Process-wide while this runs, then restored.
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                to_read = _mark_certainly_empty(source, db, todo, len(done), len(tiles), progress, is_cancelled)
+                encode_seconds = _run_pipeline(source, model, index, to_read, len(tiles) - len(to_read),
+                                               len(tiles), progress, is_cancelled, batch_size, readers, db=db)
+            index.finalize(db)
     except RasterError:
         # A window GDAL cannot read (a truncated or damaged file) fails the same way in every run: a partial
         # index would only be re-read up to it each time, so none is kept.
@@ -282,8 +283,9 @@ def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: G
     return index, problem
 
 
-def _mark_certainly_empty(source: RasterSource, index: TileIndex, todo: list[Tile], n_done: int, n_total: int,
-                          progress: Progress | None, is_cancelled: Callable[[], bool] | None) -> list[Tile]:
+def _mark_certainly_empty(source: RasterSource, db: sqlite3.Connection, todo: list[Tile], n_done: int,
+                          n_total: int, progress: Progress | None,
+                          is_cancelled: Callable[[], bool] | None) -> list[Tile]:
     """Write as nodata, without reading them, the tiles of ``todo`` in which ``source.coverage()`` shows no
     valid pixel (reading them would find none: ``_classify`` makes such a tile nodata); returns the tiles
     left to read. One transaction per ``EMPTY_BATCH_TILES`` tiles, cancellation checked before each."""
@@ -293,15 +295,24 @@ def _mark_certainly_empty(source: RasterSource, index: TileIndex, todo: list[Til
         return todo
     unread = [t for t, is_empty in zip(todo, empty) if is_empty]
     log.info("%s: %d tiles lie where the raster has no valid pixel; marked nodata unread", source.name, len(unread))
-    with closing(index.connect()) as db:
-        for start in range(0, len(unread), EMPTY_BATCH_TILES):
-            if is_cancelled and is_cancelled():
-                raise _cancelled(source, n_done + start, n_total)
-            chunk = unread[start : start + EMPTY_BATCH_TILES]
-            _write_rows(db, _batch_rows(source, _Batch(chunk, [STATUS["nodata"]] * len(chunk), None), None))
-            if progress:
-                progress(n_done + start + len(chunk), n_total)
+    for start in range(0, len(unread), EMPTY_BATCH_TILES):
+        if is_cancelled and is_cancelled():
+            raise _cancelled(source, n_done + start, n_total)
+        chunk = unread[start : start + EMPTY_BATCH_TILES]
+        _write_rows(db, _batch_rows(source, _Batch(chunk, [STATUS["nodata"]] * len(chunk), None), None))
+        if progress:
+            progress(n_done + start + len(chunk), n_total)
     return [t for t, is_empty in zip(todo, empty) if not is_empty]
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once per process: looking them up walks every
+    loaded shared library (4 ms per raster, measured over 100 small rasters). Imported here: QGIS loads the
+    plugin (which imports this module) before threadpoolctl is installed."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _cancelled(source: RasterSource, kept: int, n_total: int) -> Cancelled:
@@ -309,12 +320,21 @@ def _cancelled(source: RasterSource, kept: int, n_total: int) -> Cancelled:
                      "run resumes from there.")
 
 
-def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers):
+def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers, db=None):
+    """Read, encode and write ``todo``; returns the seconds spent encoding. ``db``: the run's catalog
+    connection, which a single batch is written with on this thread (the writer thread opens its own)."""
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    # One batch leaves nothing to overlap: it is read, encoded and written on this thread with the source
+    # itself, sparing the start and join of three threads and a second raster handle (BENCHMARKS.md
+    # figure 6: most of the fixed cost of a small raster on a loaded 2-core machine).
+    inline = len(batches) <= 1
     local = threading.local()
     handles: list[RasterSource] = []
     handles_lock = threading.Lock()
 
     def reader() -> RasterSource:
+        if inline:
+            return source
         if not hasattr(local, "source"):
             local.source = source.clone()
             with handles_lock:
@@ -341,6 +361,26 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
         pixels = model.preprocess(kept) if kept else np.zeros((0, 3, model.image_size, model.image_size),
                                                                np.float32)
         return _Batch(batch_tiles, status, pixels)
+
+    encode_seconds = 0.0
+
+    def encode(batch: _Batch) -> list[tuple]:
+        nonlocal encode_seconds
+        tick = time.perf_counter()
+        vectors = model.embed_preprocessed(batch.pixels) if len(batch.pixels) else None
+        encode_seconds += time.perf_counter() - tick
+        return _batch_rows(source, batch, vectors)
+
+    if inline:
+        for batch_tiles in batches:
+            if is_cancelled and is_cancelled():
+                raise _cancelled(source, n_done, n_total)
+            rows = encode(read_batch(batch_tiles))
+            with closing(index.connect()) if db is None else nullcontext(db) as catalog:
+                _write_rows(catalog, rows)
+            if progress:
+                progress(n_done + len(rows), n_total)
+        return encode_seconds
 
     written = [n_done]
     to_write: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_BATCHES)
@@ -373,8 +413,6 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             reported[0] = written[0]
             progress(written[0], n_total)
 
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    encode_seconds = 0.0
     pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="rs-reader")
     writing = threading.Thread(target=writer, name="rs-writer", daemon=True)
     writing.start()
@@ -394,10 +432,7 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             next_tiles = next(batch_iter, None)
             if next_tiles is not None:
                 pending.append(pool.submit(read_batch, next_tiles))
-            tick = time.perf_counter()
-            vectors = model.embed_preprocessed(batch.pixels) if len(batch.pixels) else None
-            encode_seconds += time.perf_counter() - tick
-            to_write.put(_batch_rows(source, batch, vectors))
+            to_write.put(encode(batch))
             report()
     finally:
         to_write.put(None)  # the writer finishes every batch already encoded, then stops

@@ -23,6 +23,7 @@ see ``limit_block_cache``. A ``GDAL_CACHEMAX`` in the environment is left alone.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -240,9 +241,7 @@ class RasterioSource:
         if not self.georeferenced:
             return None
         if self._to_wgs84 is None:
-            from pyproj import CRS, Transformer
-
-            self._to_wgs84 = Transformer.from_crs(CRS.from_wkt(self.crs_wkt), "EPSG:4326", always_xy=True)
+            self._to_wgs84 = _wgs84_transformer(self.crs_wkt)
         lon, lat = self._to_wgs84.transform(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
         return np.asarray(lon), np.asarray(lat)
 
@@ -318,6 +317,15 @@ def limit_block_cache(dataset) -> int:
             set_gdal_config("GDAL_CACHEMAX", wanted)  # megabytes; process-wide
             state["set_mb"] = wanted
         return state["set_mb"]
+
+
+@functools.lru_cache(maxsize=16)
+def _wgs84_transformer(crs_wkt: str):
+    """A pyproj transformer to lon/lat, made once per CRS (6 ms each: the rasters of one survey share it).
+    Shared between threads: pyproj's transformers are thread-safe since pyproj 3.1."""
+    from pyproj import CRS, Transformer
+
+    return Transformer.from_crs(CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
 
 
 def _stretch(data: np.ndarray, limits: np.ndarray) -> np.ndarray:
