@@ -18,6 +18,8 @@ FIGURE_TITLES = {
     "script": "3. Engine vs the obvious user script",
     "memory": "4. Peak memory while indexing",
     "search": "5. Search latency and recall",
+    "overhead": "6. Fixed cost per raster beyond its tiles",
+    "empty": "7. An all-nodata raster",
 }
 
 
@@ -188,7 +190,37 @@ def _search(fig: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {"encoder": _encoder, "pipeline": _pipeline, "script": _script, "memory": _memory, "search": _search}
+def _overhead(fig: dict) -> list[str]:
+    runs = fig["summary"]
+    lines = [f"Small GeoTIFFs of 1 to 4 tiles of {fig['tile_px']} px indexed one after another into one fresh cache "
+             "(`bench/fixed_costs.py`); overhead per raster = (wall time, opening the raster included, - the "
+             "encoder's time for its tiles) / rasters, per stretch of rasters (a cost growing with the cache shows "
+             f"as later stretches costing more); rounds: {fig['rounds']}, medians shown. Encoder ms per call by "
+             "batch size: " + ", ".join(f"{k} tiles {_fmt(v)}" for k, v in fig["encode_ms_by_batch"].items())
+             + ".", ""]
+    names = list(runs)
+    header = ["rasters"] + [f"{name}: overhead ms per raster" for name in names]
+    if fig.get("baseline_commit"):
+        lines += [f"Before: the engine at commit `{fig['baseline_commit'][:12]}`, run interleaved with after.", ""]
+    rows = [[f"{s['from']:,} to {s['to']:,}"] + [runs[name][i]["overhead_ms"] for name in names]
+            for i, s in enumerate(runs["after"])]
+    return lines + _table(header, rows)
+
+
+def _empty(fig: dict) -> list[str]:
+    after, before = fig["after"], fig["before_measured"]
+    return _table(
+        ["raster", "tiles", "on disk KiB", "seconds", "ends with"],
+        [[f"{after['side_px']:,} px square, coverage from the sparse blocks", after["tiles_total"], after["file_kib"],
+          after["seconds"], after["message"]],
+         [f"{before['side_px']:,} px square, every tile read (as before)", before["tiles_total"], before["file_kib"],
+          before["seconds"], before["message"]],
+         [f"{after['side_px']:,} px square, every tile read: extrapolated by tiles", after["tiles_total"], None,
+          fig["before_extrapolated_seconds"], None]]) + [f"Speed-up: {_fmt(fig['speedup'], 1)}x.", ""]
+
+
+RENDERERS = {"encoder": _encoder, "pipeline": _pipeline, "script": _script, "memory": _memory, "search": _search,
+             "overhead": _overhead, "empty": _empty}
 
 
 def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:

@@ -1,10 +1,12 @@
 """Entry point of the benchmarks: ``python -m bench [--quick | --full] [--model DIR] ...``.
 
-Runs the five figures in one process (indexing in child processes), in this order: encoder (1),
+Runs the figures in one process (indexing in child processes), in this order: encoder (1),
 pipeline efficiency and peak memory on the large and small rasters (2 and 4), interleaved rounds
 on a medium raster (:mod:`bench.sweep`: the engine under several settings, the in-memory encoder
-and the plain user script, for figures 2 and 3), and search (5, on the large run's embeddings). Writes the
-run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
+and the plain user script, for figures 2 and 3), search (5, on the large run's embeddings), the
+fixed cost per raster (6) and an all-nodata raster (7), both in child processes of
+:mod:`bench.fixed_costs` (``--baseline COMMIT`` measures 6 before and after). Writes the run into
+``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
 only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
 
 Sizes per mode (``PRESETS``) were chosen from measured throughput on the 2-core development
@@ -39,7 +41,8 @@ from .common import (
 )
 
 RESULTS_SCHEMA_VERSION = 1
-FIGURES = ("encoder", "pipeline", "script", "search")  # "pipeline" measures figures 2 and 4 together
+FIGURES = ("encoder", "pipeline", "script", "search", "overhead", "empty")  # "pipeline": figures 2 and 4 together
+NEEDS_INPUTS = {"encoder", "pipeline", "script", "search"}  # figures that use the scenes and mosaics
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,23 @@ class Preset:
     text_queries: int = 100
     search_budget_s: float = 3.0  # per latency measurement
     hnsw_variants: list[tuple[int, int]] = field(default_factory=list)  # (M, efConstruction) at the largest size
+    overhead_counts: list[int] = field(default_factory=lambda: [100, 300, 1_000])  # small rasters indexed so far
+    overhead_rounds: int = 1
+    empty_px: int = 100_000  # side of the all-nodata sparse raster (figure 7)
+    empty_before_px: int = 5_000  # the same with every tile read, extrapolated by tile count
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(large_px=384, small_px=192, medium_px=192, sweep_rounds=1, sweep_all=False, gdal_variant=False,
                    encoder_rounds=1, encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=16,
                    script_max_seconds=5.0, search_sizes=[500, 2_000], flat_sizes=[2_000], image_queries=8,
-                   text_queries=8, search_budget_s=0.3),
+                   text_queries=8, search_budget_s=0.3, overhead_counts=[3, 6], empty_px=3_000, empty_before_px=1_000),
     "quick": Preset(large_px=4096, small_px=2048, medium_px=2048, sweep_rounds=1, sweep_all=False,
                     gdal_variant=False, encoder_rounds=2,
                     encoder_seconds=1.0, encoder_extra=False, stage_tiles=64, script_max_tiles=96,
                     script_max_seconds=8.0, search_sizes=[10_000, 30_000], flat_sizes=[10_000, 30_000, 100_000],
-                    image_queries=50, text_queries=50, search_budget_s=1.0),
+                    image_queries=50, text_queries=50, search_budget_s=1.0, overhead_counts=[50, 100],
+                    empty_px=20_000, empty_before_px=2_000),
     "default": Preset(large_px=8_192, small_px=2_048, medium_px=4_096, sweep_rounds=2, sweep_all=True,
                       gdal_variant=True, encoder_rounds=3, encoder_seconds=1.5, encoder_extra=True, stage_tiles=128,
                       script_max_tiles=196, script_max_seconds=8.0, search_sizes=[10_000, 100_000],
@@ -82,7 +90,8 @@ PRESETS: dict[str, Preset] = {
                    gdal_variant=True, encoder_rounds=3, encoder_seconds=3.0, encoder_extra=True, stage_tiles=256,
                    script_max_tiles=400, script_max_seconds=20.0, search_sizes=[10_000, 100_000, 1_000_000],
                    flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
-                   search_budget_s=5.0, hnsw_variants=[(32, 80)]),
+                   search_budget_s=5.0, hnsw_variants=[(32, 80)], overhead_counts=[100, 1_000, 3_000],
+                   overhead_rounds=2),
 }
 
 
@@ -102,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-px", type=int, default=None, help="override the small raster's side")
     parser.add_argument("--search-sizes", default=None, help="comma-separated tile counts, e.g. 10000,100000")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"subset of {','.join(FIGURES)}")
+    parser.add_argument("--baseline", default=None, metavar="COMMIT",
+                        help="figure 6 also over this commit's engine, interleaved (before and after)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: redraw the charts and BENCHMARKS.md from the results file")
     parser.set_defaults(mode="default")
@@ -200,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] measuring {bench_model.description}", flush=True)
     model_dir = bench_model.directory
     state: dict[str, Any] = {}
-    _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
+    if figures & NEEDS_INPUTS:
+        _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
     if "encoder" in figures and "pixels" in state:
         from . import encoder
 
@@ -233,6 +245,15 @@ def main(argv: list[str] | None = None) -> int:
             model_dir, _real_vectors(vectors_path, "pipeline" in run["figures"], model_dir, args, state),
             args.shared, preset.search_sizes, preset.flat_sizes, preset.image_queries, preset.text_queries,
             preset.search_budget_s, scenes=state.get("scenes"), hnsw_variants=preset.hnsw_variants))
+    if {"overhead", "empty"} & figures:
+        from . import fixed_costs
+
+        if "overhead" in figures:
+            run["figures"]["overhead"] = _timed(run, "overhead", lambda: fixed_costs.overhead(
+                model_dir, args.work, preset.overhead_counts, preset.overhead_rounds, args.baseline))
+        if "empty" in figures:
+            run["figures"]["empty"] = _timed(run, "empty", lambda: fixed_costs.empty(
+                model_dir, args.work, preset.empty_px, preset.empty_before_px))
     run["load_average_end"] = load_average()
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)
