@@ -289,7 +289,8 @@ def _mark_certainly_empty(source: RasterSource, db: sqlite3.Connection, todo: li
     """Write as nodata, without reading them, the tiles of ``todo`` in which ``source.coverage()`` shows no
     valid pixel (reading them would find none: ``_classify`` makes such a tile nodata); returns the tiles
     left to read. One transaction per ``EMPTY_BATCH_TILES`` tiles, cancellation checked before each."""
-    coverage = source.coverage() if todo else None
+    query = getattr(source, "coverage", None)  # optional: a source without it has every tile read
+    coverage = query() if todo and query is not None else None
     empty = certainly_empty(coverage, [t.window for t in todo]) if coverage is not None else None
     if empty is None or not empty.any():
         return todo

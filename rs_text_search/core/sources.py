@@ -77,7 +77,8 @@ class RasterSource(Protocol):
 
     def coverage(self) -> Coverage | None:
         """Where the raster may hold valid pixels, told without reading pixels (seconds at most for any
-        size), or None when that cannot be told cheaply (then every tile is read)."""
+        size), or None when that cannot be told cheaply (then every tile is read). Optional: indexing reads
+        every tile of a source without it."""
 
     def clone(self) -> RasterSource:
         """An independent handle for another thread."""
