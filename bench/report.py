@@ -190,9 +190,19 @@ def _search(fig: dict) -> list[str]:
     return lines
 
 
+def _measured(fig: dict) -> list[str]:
+    """Where a figure added to a run by hand (``measured``) was measured: its own date, commit and load."""
+    when = fig.get("measured")
+    if not when:
+        return []
+    return [f"Measured {when['date']} at commit `{(when.get('commit') or 'unknown')[:12]}` (`{when['command']}`), "
+            f"load average {when['load_average_start']} at start, {when['load_average_end']} at end.", ""]
+
+
 def _overhead(fig: dict) -> list[str]:
     runs = fig["summary"]
-    lines = [f"Small GeoTIFFs of 1 to 4 tiles of {fig['tile_px']} px indexed one after another into one fresh cache "
+    lines = _measured(fig)
+    lines += [f"Small GeoTIFFs of 1 to 4 tiles of {fig['tile_px']} px indexed one after another into one fresh cache "
              "(`bench/fixed_costs.py`); overhead per raster = (wall time, opening the raster included, - the "
              "encoder's time for its tiles) / rasters, per stretch of rasters (a cost growing with the cache shows "
              f"as later stretches costing more); rounds: {fig['rounds']}, medians shown. Encoder ms per call by "
@@ -201,7 +211,8 @@ def _overhead(fig: dict) -> list[str]:
     names = list(runs)
     header = ["rasters"] + [f"{name}: overhead ms per raster" for name in names]
     if fig.get("baseline_commit"):
-        lines += [f"Before: the engine at commit `{fig['baseline_commit'][:12]}`, run interleaved with after.", ""]
+        lines += [f"Before: the engine at commit `{fig['baseline_commit'][:12]}`, in the same run just before after "
+                  "(with several rounds they alternate).", ""]
     rows = [[f"{s['from']:,} to {s['to']:,}"] + [runs[name][i]["overhead_ms"] for name in names]
             for i, s in enumerate(runs["after"])]
     return lines + _table(header, rows)
@@ -209,7 +220,7 @@ def _overhead(fig: dict) -> list[str]:
 
 def _empty(fig: dict) -> list[str]:
     after, before = fig["after"], fig["before_measured"]
-    return _table(
+    return _measured(fig) + _table(
         ["raster", "tiles", "on disk KiB", "seconds", "ends with"],
         [[f"{after['side_px']:,} px square, coverage from the sparse blocks", after["tiles_total"], after["file_kib"],
           after["seconds"], after["message"]],
