@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     finalize = TileIndex.finalize
     before_finalize: dict[str, float | None] = {}
 
-    def finalize_and_record(self) -> None:  # where the peak happens: indexing or building the faiss index
+    def finalize_and_record(self, *args, **kwargs) -> None:  # where the peak happens: indexing or the faiss index
         before_finalize.update(peak_rss_mib=peak_rss_mib(), rss_mib=current_rss_mib())
-        finalize(self)
+        finalize(self, *args, **kwargs)
 
     TileIndex.finalize = finalize_and_record
     readers = args.readers or DEFAULT_READERS

@@ -21,6 +21,8 @@ FIGURE_TITLES = {
     "collection": "6. A collection of many rasters vs one index",
     "distributed": "7. Distributed indexing: Dask LocalCluster vs in-process",
     "scale": "8. The vector index at collection scale (compressed)",
+    "overhead": "9. Fixed cost per raster beyond its tiles",
+    "empty": "10. An all-nodata raster",
 }
 
 
@@ -284,8 +286,49 @@ def _scale(fig: dict) -> list[str]:
     return lines
 
 
+def _measured(fig: dict) -> list[str]:
+    """Where a figure added to a run by hand (``measured``) was measured: its own date, commit and load."""
+    when = fig.get("measured")
+    if not when:
+        return []
+    return [f"Measured {when['date']} at commit `{(when.get('commit') or 'unknown')[:12]}` (`{when['command']}`), "
+            f"load average {when['load_average_start']} at start, {when['load_average_end']} at end.", ""]
+
+
+def _overhead(fig: dict) -> list[str]:
+    runs = fig["summary"]
+    lines = _measured(fig)
+    lines += [f"Small GeoTIFFs of 1 to 4 tiles of {fig['tile_px']} px indexed one after another into one fresh cache "
+             "(`bench/fixed_costs.py`); overhead per raster = (wall time, opening the raster included, - the "
+             "encoder's time for its tiles) / rasters, per stretch of rasters (a cost growing with the cache shows "
+             f"as later stretches costing more); rounds: {fig['rounds']}, medians shown. Encoder ms per call by "
+             "batch size: " + ", ".join(f"{k} tiles {_fmt(v)}" for k, v in fig["encode_ms_by_batch"].items())
+             + ".", ""]
+    names = list(runs)
+    header = ["rasters"] + [f"{name}: overhead ms per raster" for name in names]
+    if fig.get("baseline_commit"):
+        lines += [f"Before: the engine at commit `{fig['baseline_commit'][:12]}`, in the same run just before after "
+                  "(with several rounds they alternate).", ""]
+    rows = [[f"{s['from']:,} to {s['to']:,}"] + [runs[name][i]["overhead_ms"] for name in names]
+            for i, s in enumerate(runs["after"])]
+    return lines + _table(header, rows)
+
+
+def _empty(fig: dict) -> list[str]:
+    after, before = fig["after"], fig["before_measured"]
+    return _measured(fig) + _table(
+        ["raster", "tiles", "on disk KiB", "seconds", "ends with"],
+        [[f"{after['side_px']:,} px square, coverage from the sparse blocks", after["tiles_total"], after["file_kib"],
+          after["seconds"], after["message"]],
+         [f"{before['side_px']:,} px square, every tile read (as before)", before["tiles_total"], before["file_kib"],
+          before["seconds"], before["message"]],
+         [f"{after['side_px']:,} px square, every tile read: extrapolated by tiles", after["tiles_total"], None,
+          fig["before_extrapolated_seconds"], None]]) + [f"Speed-up: {_fmt(fig['speedup'], 1)}x.", ""]
+
+
 RENDERERS = {"encoder": _encoder, "pipeline": _pipeline, "script": _script, "memory": _memory, "search": _search,
-             "collection": _collection, "distributed": _distributed, "scale": _scale}
+             "collection": _collection, "distributed": _distributed, "scale": _scale, "overhead": _overhead,
+             "empty": _empty}
 
 
 def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:

@@ -5,8 +5,10 @@ pipeline efficiency and peak memory on the large and small rasters (2 and 4), in
 on a medium raster (:mod:`bench.sweep`: the engine under several settings, the in-memory encoder
 and the plain user script, for figures 2 and 3), search (5, on the large run's embeddings),
 collections of many rasters against one index (6, :mod:`bench.collection`, on the same embeddings),
-indexing on a Dask LocalCluster against in-process (7, :mod:`bench.distributed`) and the compressed
-index at collection scale (8, :mod:`bench.scale`, expanded from figure 5's embeddings). Writes the
+indexing on a Dask LocalCluster against in-process (7, :mod:`bench.distributed`), the compressed
+index at collection scale (8, :mod:`bench.scale`, expanded from figure 5's embeddings), the fixed
+cost per raster (9) and an all-nodata raster (10), both in child processes of :mod:`bench.fixed_costs`
+(``--baseline COMMIT`` measures 9 before and after). Writes the
 run into ``bench/results.json`` under its mode (``default``, ``quick``, ``full``; a run replaces
 only the entry of its own mode, atomically) and renders ``BENCHMARKS.md`` from every run there.
 
@@ -42,7 +44,9 @@ from .common import (
 )
 
 RESULTS_SCHEMA_VERSION = 1
-FIGURES = ("encoder", "pipeline", "script", "search", "collection", "distributed", "scale")  # "pipeline": figs 2, 4
+FIGURES = ("encoder", "pipeline", "script", "search", "collection", "distributed", "scale", "overhead",
+           "empty")  # "pipeline" measures figures 2 and 4 together
+NEEDS_INPUTS = set(FIGURES) - {"distributed", "overhead", "empty"}  # figures that use the scenes and mosaics
 
 
 @dataclass(frozen=True)
@@ -67,19 +71,26 @@ class Preset:
     hnsw_variants: list[tuple[int, int]] = field(default_factory=list)  # (M, efConstruction) at the largest size
     collection_members: list[int] = field(default_factory=list)  # rasters in a collection (figure 6, bench.collection)
     scale_tiles: int = 0  # figure 8: tiles of the compressed index (10M is the issue's size)
+    overhead_counts: list[int] = field(default_factory=lambda: [100, 300, 1_000])  # small rasters indexed so far
+    overhead_rounds: int = 1
+    empty_px: int = 100_000  # side of the all-nodata sparse raster (figure 10)
+    empty_before_px: int = 5_000  # the same with every tile read, extrapolated by tile count
 
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(large_px=384, small_px=192, medium_px=192, sweep_rounds=1, sweep_all=False, gdal_variant=False,
                    encoder_rounds=1, encoder_seconds=0.2, encoder_extra=False, stage_tiles=8, script_max_tiles=16,
                    script_max_seconds=5.0, search_sizes=[500, 2_000], flat_sizes=[2_000], image_queries=8,
-                   text_queries=8, search_budget_s=0.3, collection_members=[10, 50], scale_tiles=20_000),
+                   text_queries=8, search_budget_s=0.3, collection_members=[10, 50], scale_tiles=20_000,
+                   overhead_counts=[3, 6], empty_px=3_000, empty_before_px=1_000),
     "quick": Preset(large_px=4096, small_px=2048, medium_px=2048, sweep_rounds=1, sweep_all=False,
                     gdal_variant=False, encoder_rounds=2,
                     encoder_seconds=1.0, encoder_extra=False, stage_tiles=64, script_max_tiles=96,
                     script_max_seconds=8.0, search_sizes=[10_000, 30_000], flat_sizes=[10_000, 30_000, 100_000],
                     image_queries=50, text_queries=50, search_budget_s=1.0, collection_members=[100, 1_000],
-                    scale_tiles=200_000),
+                    scale_tiles=200_000,
+                    overhead_counts=[50, 100],
+                    empty_px=20_000, empty_before_px=2_000),
     "default": Preset(large_px=8_192, small_px=2_048, medium_px=4_096, sweep_rounds=2, sweep_all=True,
                       gdal_variant=True, encoder_rounds=3, encoder_seconds=1.5, encoder_extra=True, stage_tiles=128,
                       script_max_tiles=196, script_max_seconds=8.0, search_sizes=[10_000, 100_000],
@@ -90,7 +101,9 @@ PRESETS: dict[str, Preset] = {
                    script_max_tiles=400, script_max_seconds=20.0, search_sizes=[10_000, 100_000, 1_000_000],
                    flat_sizes=[10_000, 30_000, 100_000, 300_000, 1_000_000], image_queries=200, text_queries=200,
                    search_budget_s=5.0, hnsw_variants=[(32, 80)], collection_members=[100, 1_000, 10_000],
-                   scale_tiles=10_000_000),
+                   scale_tiles=10_000_000,
+                   overhead_counts=[100, 1_000, 3_000],
+                   overhead_rounds=2),
 }
 
 
@@ -111,6 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--search-sizes", default=None, help="comma-separated tile counts, e.g. 10000,100000")
     parser.add_argument("--scale-tiles", type=int, default=None, help="tiles of figure 6, e.g. 10000000")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"subset of {','.join(FIGURES)}")
+    parser.add_argument("--baseline", default=None, metavar="COMMIT",
+                        help="figure 6 also over this commit's engine, interleaved (before and after)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: redraw the charts and BENCHMARKS.md from the results file")
     parser.set_defaults(mode="default")
@@ -211,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] measuring {bench_model.description}", flush=True)
     model_dir = bench_model.directory
     state: dict[str, Any] = {}
-    if figures - {"distributed"}:  # the distributed figure makes only the rasters it indexes
+    if figures & NEEDS_INPUTS:
         _timed(run, "inputs", lambda: state.update(_inputs(args, preset, model_dir)))
     if "encoder" in figures and "pixels" in state:
         from . import encoder
@@ -264,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         run["figures"]["scale"] = _timed(run, "scale", lambda: scale.run(
             model_dir, state["real"], args.shared, preset.scale_tiles, preset.image_queries, preset.text_queries,
             preset.search_budget_s, args.work, scenes=state.get("scenes")))
+    if {"overhead", "empty"} & figures:
+        from . import fixed_costs
+
+        if "overhead" in figures:
+            run["figures"]["overhead"] = _timed(run, "overhead", lambda: fixed_costs.overhead(
+                model_dir, args.work, preset.overhead_counts, preset.overhead_rounds, args.baseline))
+        if "empty" in figures:
+            run["figures"]["empty"] = _timed(run, "empty", lambda: fixed_costs.empty(
+                model_dir, args.work, preset.empty_px, preset.empty_before_px))
     run["load_average_end"] = load_average()
     run["git_end"] = git_commit()  # other engineers commit during long runs; children import the newest code
     run["seconds_total"] = round(time.perf_counter() - started, 1)

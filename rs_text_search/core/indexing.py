@@ -12,6 +12,10 @@
   rounds; BENCHMARKS.md has the runs since (this figure swings with the shared machine's load).
   Progress is reported, and cancellation checked, on the calling thread.
 
+Tiles the source's ``coverage`` shows to lie wholly in regions without a valid pixel (a sparse GeoTIFF's
+unwritten blocks) are written as nodata rows without being read, before the pipeline starts: what reading
+them would give, so counts, resume and the integrity checks are as for any other tile.
+
 Re-indexing an unchanged raster with the same model and grid returns the finished index at once,
 unless the index fails its checks (``core.integrity``): then it is rebuilt, embedding again only the
 tiles its catalog cannot vouch for, and ``IndexingStats.repaired`` says what was wrong. A run that
@@ -21,6 +25,7 @@ finished index replaces the indexes of earlier versions of the same file (``scan
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -31,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -44,7 +49,7 @@ from .index import META_VERSION, STATUS, TileIndex, meta_version
 from .integrity import repair_catalog
 from .model import Model, manifest_ground_m_per_px
 from .sources import RasterSource
-from .tiling import GridSpec, Tile, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
+from .tiling import GridSpec, Tile, certainly_empty, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
 __all__ = ["build_index", "IndexingStats", "IndexPlan", "plan_index", "finish_index", "index_errors",
            "read_tiles", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_READERS = 2
 WRITE_QUEUE_BATCHES = 2  # batches encoded but not yet written, at most
+EMPTY_BATCH_TILES = 4096  # nodata rows per transaction for tiles marked without being read
 CONSTANT_TOLERANCE = 1  # a tile whose valid pixels span at most this many grey levels per band is "constant"
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in the grid)
@@ -69,13 +75,14 @@ class IndexingStats:
     seconds: float
     seconds_encoding: float
     repaired: str | None = None  # what was wrong with the index found on disk (a phrase), None when nothing
+    tiles_not_read: int = 0  # of the nodata tiles, those marked from the source's coverage without reading them
 
 
 @dataclass
 class _Batch:
     tiles: list[Tile]
     status: list[int]
-    pixels: np.ndarray  # preprocessed, only the tiles with status "embedded"
+    pixels: np.ndarray | None  # preprocessed, only the tiles with status "embedded" (None: no tile was read)
 
 
 def _classify(rgb: np.ndarray, valid: np.ndarray) -> int:
@@ -197,17 +204,20 @@ def build_index(
             progress(len(plan.tiles), len(plan.tiles))
         return plan.index, plan.stats()
     log.info("indexing %s: %d tiles, %d already done", source.name, len(plan.tiles), len(plan.done))
-    with index_errors(source, plan.index.directory):
+    # One catalog connection for the run: opening and closing a WAL catalog makes and removes its -wal
+    # and -shm files and checkpoints it (four times per raster before: 30 ms of a small raster's cost).
+    with index_errors(source, plan.index.directory), closing(plan.index.connect()) as db:
         # The readers' tile resampling is small numpy matrix products; BLAS's own threads would wake for
         # each one and take the cores from the encoder (78 px tiles enlarged to 128 on 2 cores: 124 tiles/s
         # with OpenBLAS's default threads, 250 with one). Process-wide while this runs, then restored.
-        # Imported here: QGIS loads the plugin (which imports this module) before threadpoolctl is installed.
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            encode_seconds = _run_pipeline(source, model, plan.index, plan.todo, len(plan.done), len(plan.tiles),
-                                           progress, is_cancelled, batch_size, readers)
-    return plan.index, finish_index(source, plan, started, encode_seconds)
+        todo = plan.todo
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            to_read = _mark_certainly_empty(source, db, todo, len(plan.done), len(plan.tiles), progress, is_cancelled)
+            encode_seconds = _run_pipeline(source, model, plan.index, to_read, len(plan.tiles) - len(to_read),
+                                           len(plan.tiles), progress, is_cancelled, batch_size, readers, db=db)
+        plan.index.finalize(db)
+    return plan.index, finish_index(source, plan, started, encode_seconds, finalized=True,
+                                    not_read=len(todo) - len(to_read))
 
 
 @dataclass
@@ -224,10 +234,10 @@ class IndexPlan:
     def todo(self) -> list[Tile]:
         return [t for t in self.tiles if t.index not in self.done]
 
-    def stats(self, seconds: float = 0.0, encode_seconds: float = 0.0) -> IndexingStats:
+    def stats(self, seconds: float = 0.0, encode_seconds: float = 0.0, not_read: int = 0) -> IndexingStats:
         counts = self.index.meta["counts"]
         return IndexingStats(len(self.tiles), counts["embedded"], counts["nodata"], counts["constant"],
-                             len(self.done), seconds, encode_seconds, self.repaired)
+                             len(self.done), seconds, encode_seconds, self.repaired, not_read)
 
 
 def plan_index(source: RasterSource, model: Model, grid: GridSpec, root: Path | None = None) -> IndexPlan:
@@ -260,20 +270,23 @@ def index_errors(source: RasterSource, folder: Path):
         raise write_failure(f"the index of '{source.name}'", folder, exc) from exc
 
 
-def finish_index(source: RasterSource, plan: IndexPlan, started: float, encode_seconds: float) -> IndexingStats:
-    """Build the faiss index of a catalog that holds every tile, mark it complete and replace the indexes of
-    earlier versions of the file; raises RasterError (and keeps nothing) when no tile has image content.
-    ``started``: ``time.perf_counter()`` when the run began."""
+def finish_index(source: RasterSource, plan: IndexPlan, started: float, encode_seconds: float,
+                 finalized: bool = False, not_read: int = 0) -> IndexingStats:
+    """Build the faiss index of a catalog that holds every tile (unless ``finalized`` already), mark it complete
+    and replace the indexes of earlier versions of the file; raises RasterError (and keeps nothing) when no tile
+    has image content. ``started``: ``time.perf_counter()`` when the run began; ``not_read``: tiles marked
+    nodata without being read (``IndexingStats.tiles_not_read``)."""
     index = plan.index
-    with index_errors(source, index.directory):
-        index.finalize()
+    if not finalized:
+        with index_errors(source, index.directory):
+            index.finalize()
     if index.meta["counts"]["embedded"] == 0:
         shutil.rmtree(index.directory, ignore_errors=True)  # an index with nothing in it is no use to keep
         raise RasterError(f"'{source.name}' has no tile with image content (all nodata, transparent or constant).")
     from .scan import remove_superseded
 
     remove_superseded(index)
-    return plan.stats(time.perf_counter() - started, encode_seconds)
+    return plan.stats(time.perf_counter() - started, encode_seconds, not_read)
 
 
 def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: GridSpec,
@@ -314,12 +327,59 @@ def _open_for_indexing(folder: Path, source: RasterSource, model: Model, grid: G
     return index, problem
 
 
-def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers):
+def _mark_certainly_empty(source: RasterSource, db: sqlite3.Connection, todo: list[Tile], n_done: int,
+                          n_total: int, progress: Progress | None,
+                          is_cancelled: Callable[[], bool] | None) -> list[Tile]:
+    """Write as nodata, without reading them, the tiles of ``todo`` in which ``source.coverage()`` shows no
+    valid pixel (reading them would find none: ``_classify`` makes such a tile nodata); returns the tiles
+    left to read. One transaction per ``EMPTY_BATCH_TILES`` tiles, cancellation checked before each."""
+    query = getattr(source, "coverage", None)  # optional: a source without it has every tile read
+    coverage = query() if todo and query is not None else None
+    empty = certainly_empty(coverage, [t.window for t in todo]) if coverage is not None else None
+    if empty is None or not empty.any():
+        return todo
+    unread = [t for t, is_empty in zip(todo, empty) if is_empty]
+    log.info("%s: %d tiles lie where the raster has no valid pixel; marked nodata unread", source.name, len(unread))
+    for start in range(0, len(unread), EMPTY_BATCH_TILES):
+        if is_cancelled and is_cancelled():
+            raise _cancelled(source, n_done + start, n_total)
+        chunk = unread[start : start + EMPTY_BATCH_TILES]
+        _write_rows(db, _batch_rows(source, _Batch(chunk, [STATUS["nodata"]] * len(chunk), None), None))
+        if progress:
+            progress(n_done + start + len(chunk), n_total)
+    return [t for t, is_empty in zip(todo, empty) if not is_empty]
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once per process: looking them up walks every
+    loaded shared library (4 ms per raster, measured over 100 small rasters). Imported here: QGIS loads the
+    plugin (which imports this module) before threadpoolctl is installed."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _cancelled(source: RasterSource, kept: int, n_total: int) -> Cancelled:
+    return Cancelled(f"Indexing of '{source.name}' was cancelled; {kept} of {n_total} tiles are kept and the next "
+                     "run resumes from there.")
+
+
+def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_cancelled, batch_size, readers, db=None):
+    """Read, encode and write ``todo``; returns the seconds spent encoding. ``db``: the run's catalog
+    connection, which a single batch is written with on this thread (the writer thread opens its own)."""
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    # One batch leaves nothing to overlap: it is read, encoded and written on this thread with the source
+    # itself, sparing the start and join of three threads and a second raster handle (BENCHMARKS.md
+    # figure 6: most of the fixed cost of a small raster on a loaded 2-core machine).
+    inline = len(batches) <= 1
     local = threading.local()
     handles: list[RasterSource] = []
     handles_lock = threading.Lock()
 
     def reader() -> RasterSource:
+        if inline:
+            return source
         if not hasattr(local, "source"):
             local.source = source.clone()
             with handles_lock:
@@ -328,6 +388,26 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
 
     def read_batch(batch_tiles: list[Tile]) -> _Batch:  # on a reader thread, with that thread's handle
         return read_tiles(reader(), model, batch_tiles)
+
+    encode_seconds = 0.0
+
+    def encode(batch: _Batch) -> list[tuple]:
+        nonlocal encode_seconds
+        tick = time.perf_counter()
+        vectors = model.embed_preprocessed(batch.pixels) if len(batch.pixels) else None
+        encode_seconds += time.perf_counter() - tick
+        return _batch_rows(source, batch, vectors)
+
+    if inline:
+        for batch_tiles in batches:
+            if is_cancelled and is_cancelled():
+                raise _cancelled(source, n_done, n_total)
+            rows = encode(read_batch(batch_tiles))
+            with closing(index.connect()) if db is None else nullcontext(db) as catalog:
+                _write_rows(catalog, rows)
+            if progress:
+                progress(n_done + len(rows), n_total)
+        return encode_seconds
 
     written = [n_done]
     to_write: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_BATCHES)
@@ -360,8 +440,6 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             reported[0] = written[0]
             progress(written[0], n_total)
 
-    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    encode_seconds = 0.0
     pool = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="rs-reader")
     writing = threading.Thread(target=writer, name="rs-writer", daemon=True)
     writing.start()
@@ -381,10 +459,7 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             next_tiles = next(batch_iter, None)
             if next_tiles is not None:
                 pending.append(pool.submit(read_batch, next_tiles))
-            tick = time.perf_counter()
-            vectors = model.embed_preprocessed(batch.pixels) if len(batch.pixels) else None
-            encode_seconds += time.perf_counter() - tick
-            to_write.put(_batch_rows(source, batch, vectors))
+            to_write.put(encode(batch))
             report()
     finally:
         to_write.put(None)  # the writer finishes every batch already encoded, then stops
@@ -396,8 +471,7 @@ def _run_pipeline(source, model, index, todo, n_done, n_total, progress, is_canc
             handle.close()
     report()
     if cancelled:
-        raise Cancelled(f"Indexing of '{source.name}' was cancelled; {written[0]} of {n_total} tiles "
-                        "are kept and the next run resumes from there.")
+        raise _cancelled(source, written[0], n_total)
     return encode_seconds
 
 

@@ -3,11 +3,13 @@
 An index is skipped when it fails its checks (``core.integrity``: unfinished, a file missing or
 damaged, a catalog that disagrees) or, before a search, when its raster file moved or changed since
 it was indexed: a changed file's new index would otherwise be searched beside the stale one (every
-tile twice), and a moved file's tiles exported with a path that no longer exists.
+tile twice), and a moved file's tiles exported with a path that no longer exists. A finished index removes
+those it supersedes (``remove_superseded``), found through a register of which indexes each file has.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +22,10 @@ from .index import META_VERSION, TileIndex, meta_version
 
 __all__ = ["SkippedIndex", "scan_indexes", "check_index", "raster_change", "remove_superseded"]
 
+# Beside the indexes folder: ``<entry>/<index key>`` (empty files) lists the indexes of each raster file path
+# (``path-<hash>``) and of each file's bytes wherever it is (``file-<hash>``); ``remove_superseded`` fills it.
+RASTERS_DIR = "rasters"
+_REGISTER_FILLED = ".filled"
 _UNREADABLE = "its meta.json cannot be read"
 _OTHER_VERSION = "it was made by another version of rs_text_search"
 
@@ -103,25 +109,74 @@ def check_index(directory: Path, model_sha256: str | None = None, deep: bool = F
 def remove_superseded(index: TileIndex) -> list[Path]:
     """Remove the indexes ``index`` replaces (same model, grid and bands): those of earlier versions of its
     raster file (same path, another size or mtime), and those of the same file at a path where it no longer
-    is (moved: same size, mtime and header). Returns the folders removed."""
+    is (moved: same size, mtime and header). Returns the folders removed.
+
+    Candidates come from the register (``RASTERS_DIR``), not from reading every meta.json in the cache: that
+    grew with the cache (an O(N^2) walk over 10,000 rasters); each candidate's meta.json still decides.
+    """
     identity = index.meta["raster"].get("identity") or {}
     if "path" not in identity:
         return []
+    register = _register(index.directory.parent)
+    entries = [register / name for name in _register_names(identity)]
+    for entry in entries:  # this index first, so a run finishing at the same time finds it
+        entry.mkdir(parents=True, exist_ok=True)
+        (entry / index.directory.name).touch()
     removed = []
-    for meta_path in index.directory.parent.glob("*/meta.json"):
-        if meta_path.parent == index.directory:
+    for marker in {m for entry in entries for m in entry.iterdir() if m.name != index.directory.name}:
+        folder = index.directory.parent / marker.name
+        if not folder.is_dir():
+            marker.unlink(missing_ok=True)  # removed since (superseded, rebuilt, deleted by hand)
             continue
+        other = _superseded_identity(index, identity, folder / "meta.json")
+        if other is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            for name in _register_names(other):
+                (register / name / folder.name).unlink(missing_ok=True)
+    return removed
+
+
+def _superseded_identity(index: TileIndex, identity: dict, meta_path: Path) -> dict | None:
+    """The raster identity in ``meta_path`` when ``index`` supersedes that index, else None."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        other = meta["raster"]["identity"]
+        comparable = (other.get("bands") == identity.get("bands") and meta["grid"] == index.meta["grid"]
+                      and meta["model"]["sha256"] == index.meta["model"]["sha256"])
+        older = other.get("path") == identity["path"] and other != identity
+        moved = not os.path.exists(other["path"]) and all(
+            other.get(k) == identity.get(k) for k in ("size_bytes", "mtime_ns", "header_sha256"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return other if comparable and (older or moved) else None
+
+
+def _register_names(identity: dict) -> list[str]:
+    """The register's entries of a raster file: one for its path, one for its bytes (size, mtime, header)."""
+    content = [identity.get(k) for k in ("size_bytes", "mtime_ns", "header_sha256")]
+    return [f"path-{_digest(identity['path'])}", f"file-{_digest(content)}"]
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:24]
+
+
+def _register(indexes: Path) -> Path:
+    """The register beside ``indexes``, filled from every meta.json there the first time (a cache made
+    before the register: one walk, once)."""
+    register = indexes.parent / RASTERS_DIR
+    if (register / _REGISTER_FILLED).is_file():
+        return register
+    for meta_path in indexes.glob("*/meta.json"):
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            other = meta["raster"]["identity"]
-            comparable = (other.get("bands") == identity.get("bands") and meta["grid"] == index.meta["grid"]
-                          and meta["model"]["sha256"] == index.meta["model"]["sha256"])
-            older = other.get("path") == identity["path"] and other != identity
-            moved = not os.path.exists(other["path"]) and all(
-                other.get(k) == identity.get(k) for k in ("size_bytes", "mtime_ns", "header_sha256"))
+            other = json.loads(meta_path.read_text(encoding="utf-8"))["raster"]["identity"]
+            names = _register_names(other) if "path" in other else []
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if comparable and (older or moved):
-            shutil.rmtree(meta_path.parent, ignore_errors=True)
-            removed.append(meta_path.parent)
-    return removed
+        for name in names:
+            (register / name).mkdir(parents=True, exist_ok=True)
+            (register / name / meta_path.parent.name).touch()
+    register.mkdir(parents=True, exist_ok=True)
+    (register / _REGISTER_FILLED).touch()
+    return register

@@ -13,12 +13,17 @@ Band handling of the rasterio source (``bands`` overrides the choice):
 - bands that are not 8-bit are stretched to 0-255 between their 2nd and 98th percentile,
   computed once from a decimated read (at most ``STRETCH_SAMPLE_PX`` pixels on the long side).
 
+Where a sparse GeoTIFF (``SPARSE_OK=TRUE``) leaves blocks unwritten, GDAL reads them as nodata (0 in an
+alpha band) without touching the disk: ``coverage`` lists those blocks from the file's block table, so
+indexing marks the tiles inside them as nodata without reading them (see ``RasterioSource.coverage``).
+
 GDAL's block cache (5 % of RAM by default) is limited while indexing walks the raster row by row:
 see ``limit_block_cache``. A ``GDAL_CACHEMAX`` in the environment is left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -32,7 +37,7 @@ import numpy as np
 
 from .errors import RasterError
 from .resample import resample_band, resample_nearest
-from .tiling import Window
+from .tiling import Coverage, Window
 
 __all__ = ["RasterSource", "RasterioSource", "open_raster", "raster_identity", "limit_block_cache", "PIXEL_TRANSFORM"]
 
@@ -42,6 +47,7 @@ HEADER_HASH_BYTES = 65536
 # Rasters without georeferencing are searched in pixel coordinates: x = column, y = row.
 PIXEL_TRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 BLOCK_CACHE_MIN_MB = 64
+COVERAGE_MAX_BLOCKS = 2_000_000  # block-table lookups for ``coverage`` (about 3 us each): at most a few seconds
 _block_cache_lock = threading.Lock()
 _block_cache = {"gdal_default_mb": 0, "set_mb": 0}  # GDAL's own limit, and what limit_block_cache set
 
@@ -68,6 +74,11 @@ class RasterSource(Protocol):
 
     def to_wgs84(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Longitudes and latitudes of points in the raster's CRS, or None without a CRS."""
+
+    def coverage(self) -> Coverage | None:
+        """Where the raster may hold valid pixels, told without reading pixels (seconds at most for any
+        size), or None when that cannot be told cheaply (then every tile is read). Optional: indexing reads
+        every tile of a source without it."""
 
     def clone(self) -> RasterSource:
         """An independent handle for another thread."""
@@ -231,11 +242,41 @@ class RasterioSource:
         if not self.georeferenced:
             return None
         if self._to_wgs84 is None:
-            from pyproj import CRS, Transformer
-
-            self._to_wgs84 = Transformer.from_crs(CRS.from_wkt(self.crs_wkt), "EPSG:4326", always_xy=True)
+            self._to_wgs84 = _wgs84_transformer(self.crs_wkt)
         lon, lat = self._to_wgs84.transform(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
         return np.asarray(lon), np.asarray(lat)
+
+    def coverage(self) -> Coverage | None:
+        """The blocks a sparse GeoTIFF never wrote, as cells with no valid pixel; None for other files.
+
+        GDAL fills an unwritten block with the band's nodata value (0 without one) and lists no offset for
+        it in the TIFF block table (``BLOCK_OFFSET_<col>_<row>``, a lookup without I/O once the table is
+        read). Such a block is certainly invalid when the validity mask comes from that band's nodata, or
+        from an alpha band without a nodata value of its own (filled with 0, transparent). Any other mask
+        (an internal or external mask band, none at all) or format says nothing: None.
+        """
+        from rasterio.enums import ColorInterp, MaskFlags
+
+        ds = self._ds
+        first = self._plan.indexes[0]  # read_masked's validity is this band's mask
+        flags = set(ds.mask_flag_enums[first - 1])
+        if ds.driver != "GTiff":
+            return None
+        if flags == {MaskFlags.nodata}:
+            band = first
+        elif flags == {MaskFlags.per_dataset, MaskFlags.alpha} and ds.count in (2, 4) \
+                and ds.colorinterp[-1] == ColorInterp.alpha and ds.nodatavals[-1] is None:
+            band = ds.count  # GDAL's alpha mask: the last band of a 2- or 4-band raster
+        else:
+            return None
+        block_h, block_w = ds.block_shapes[band - 1]
+        n_rows, n_cols = math.ceil(ds.height / block_h), math.ceil(ds.width / block_w)
+        if n_rows * n_cols > COVERAGE_MAX_BLOCKS:
+            return None
+        with self._lock:
+            written = np.array([[ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band) is not None
+                                 for col in range(n_cols)] for row in range(n_rows)], dtype=bool)
+        return Coverage(block_w, block_h, written)
 
     def clone(self) -> RasterioSource:
         return RasterioSource(*self.reopen_args())
@@ -282,6 +323,15 @@ def limit_block_cache(dataset) -> int:
             set_gdal_config("GDAL_CACHEMAX", wanted)  # megabytes; process-wide
             state["set_mb"] = wanted
         return state["set_mb"]
+
+
+@functools.lru_cache(maxsize=16)
+def _wgs84_transformer(crs_wkt: str):
+    """A pyproj transformer to lon/lat, made once per CRS (6 ms each: the rasters of one survey share it).
+    Shared between threads: pyproj's transformers are thread-safe since pyproj 3.1."""
+    from pyproj import CRS, Transformer
+
+    return Transformer.from_crs(CRS.from_wkt(crs_wkt), "EPSG:4326", always_xy=True)
 
 
 def _stretch(data: np.ndarray, limits: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["GridSpec", "Window", "Tile", "grid_axis", "tile_grid", "window_bounds", "window_corners", "pixel_at",
-           "pixel_ground_m", "matched_tile_px"]
+__all__ = ["GridSpec", "Window", "Tile", "Coverage", "grid_axis", "tile_grid", "certainly_empty", "window_bounds",
+           "window_corners", "pixel_at", "pixel_ground_m", "matched_tile_px"]
 
 Bounds = tuple[float, float, float, float]  # (minx, miny, maxx, maxy)
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
@@ -65,6 +65,44 @@ class Tile:
     row: int
     col: int
     window: Window
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Where a raster may hold valid pixels, told without reading them (``RasterSource.coverage``).
+
+    The raster is cut into cells of ``cell_width_px`` x ``cell_height_px`` pixels from its top-left corner
+    (a GeoTIFF's blocks); ``maybe_valid[row, col]`` is False only when no pixel of that cell is valid, and
+    True when some may be. A window touching any cell that may be valid is never called empty.
+    """
+
+    cell_width_px: int
+    cell_height_px: int
+    maybe_valid: np.ndarray  # bool [cell rows, cell columns]
+
+
+def certainly_empty(coverage: Coverage, windows: list[Window]) -> np.ndarray:
+    """bool [len(windows)]: True for a window whose every pixel lies in cells with no valid pixel.
+
+    One summed-area table over the cells, so a window costs four lookups whatever its size; a window
+    reaching outside the cells is never empty (nothing is known there).
+    """
+    cells = np.asarray(coverage.maybe_valid, dtype=bool)
+    if not windows or cells.size == 0:
+        return np.zeros(len(windows), dtype=bool)
+    n_rows, n_cols = cells.shape
+    table = np.zeros((n_rows + 1, n_cols + 1), dtype=np.int64)
+    table[1:, 1:] = cells.cumsum(axis=0).cumsum(axis=1)
+    box = np.array([(w.col_off, w.row_off, w.width, w.height) for w in windows], dtype=np.int64)
+    col0, row0 = box[:, 0] // coverage.cell_width_px, box[:, 1] // coverage.cell_height_px
+    col1 = (box[:, 0] + box[:, 2] - 1) // coverage.cell_width_px + 1  # exclusive
+    row1 = (box[:, 1] + box[:, 3] - 1) // coverage.cell_height_px + 1
+    inside = (box[:, 0] >= 0) & (box[:, 1] >= 0) & (col1 <= n_cols) & (row1 <= n_rows) & (box[:, 2] > 0) \
+        & (box[:, 3] > 0)
+    col0, col1 = np.clip(col0, 0, n_cols), np.clip(col1, 0, n_cols)
+    row0, row1 = np.clip(row0, 0, n_rows), np.clip(row1, 0, n_rows)
+    maybe = table[row1, col1] - table[row0, col1] - table[row1, col0] + table[row0, col0]
+    return inside & (maybe == 0)
 
 
 def grid_axis(length_px: int, tile_size_px: int, stride_px: int) -> list[tuple[int, int]]:

@@ -388,6 +388,12 @@ class QgisRasterSource:
             self._local.to_wgs84 = transform
         return _points_to_wgs84(transform, xs, ys)
 
+    def coverage(self) -> None:
+        """Unknown: a QGIS data provider offers no cheap coverage query (GDAL's block table and
+        ``GetDataCoverageStatus`` stay behind ``block()``, and online layers have neither), so every tile is
+        read. A file layer indexed headless first gets the fast path: the cache is shared."""
+        return None
+
     def clone(self) -> QgisRasterSource:
         twin = QgisRasterSource.__new__(QgisRasterSource)
         twin._setup(self.plan, self._handles, self._handles.take(self._provider), self._context)

@@ -13,7 +13,7 @@ import pytest
 
 from bench.run import main
 
-FIGURES = ("encoder", "pipeline", "script", "memory", "search", "distributed")
+FIGURES = ("encoder", "pipeline", "script", "memory", "search", "distributed", "overhead", "empty")
 
 
 @pytest.mark.slow
@@ -39,6 +39,8 @@ def test_bench_tiny_run_writes_results_and_markdown(tmp_path: Path, shared_data:
     sizes = run["figures"]["search"]["sizes"]
     assert [s["tiles"] for s in sizes if not s["real_only"]] == [500, 2_000]
     assert all(0.0 <= s["approximate"]["recall_at_10"] <= 1.0 for s in sizes)
+    assert [s["to"] for s in run["figures"]["overhead"]["summary"]["after"]] == [3, 6]
+    assert "has no tile with image content" in run["figures"]["empty"]["after"]["message"]
     for figure in run["figures"].values():
         for line in figure["targets"]:
             assert {"name", "value", "target", "pass"} <= set(line)

@@ -20,6 +20,7 @@ import pytest
 
 from rs_text_search.cli import main
 from rs_text_search.core.cache import index_key
+from rs_text_search.core.scan import RASTERS_DIR
 from tests.core.conftest import textured_rgb, tiles_raster, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,6 +86,7 @@ def world(pristine, tmp_path, tiny_model_dir, capsys, monkeypatch) -> World:
         meta["key"] = index_key(meta["raster"]["identity"], meta["model"]["sha256"], meta["grid"])
         meta_path.write_text(json.dumps(meta))
         meta_path.parent.rename(meta_path.parent.with_name(meta["key"]))
+    shutil.rmtree(tmp_path / "cache" / RASTERS_DIR, ignore_errors=True)  # lists the old paths: filled again
     return World(tmp_path, tiny_model_dir, capsys)
 
 

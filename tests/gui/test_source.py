@@ -94,6 +94,7 @@ def test_alpha_and_nodata_make_the_valid_mask(qgis_app, scenes, tmp_path):
     dataset = None
     source = QgisRasterSource(QgsRasterLayer(str(path), "rgba"))
     assert source.plan.alpha_band == 4 and source.plan.bands == (1, 2, 3)
+    assert source.coverage() is None, "a provider offers no cheap coverage query: every tile is read"
     rgb, valid = source.read_masked(Window(0, 0, 64, 64))
     np.testing.assert_array_equal(valid, alpha > 0)
     np.testing.assert_array_equal(rgb, pixels.transpose(1, 2, 0))
