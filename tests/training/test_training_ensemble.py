@@ -80,3 +80,30 @@ def test_members_with_different_tokenizers_are_refused(members, tmp_path: Path, 
     assert main(["--member", str(members[0]), "--out", str(out)]) == 2
     assert main(["--member", str(members[0]), "--member", str(tmp_path), "--out", str(out)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_a_projection_fitted_on_train_keeps_the_index_small(members, shared_data: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from rs_text_search.core.model import load_model
+    from training.ensemble import main
+
+    big, small = members
+    out = tmp_path / "projected"
+    captions = shared_data / "ucm_captions" / "dataset.json"
+    assert main(["--member", str(big), "--member", str(small), "--out", str(out), "--project-dim", "16",
+                 "--project-data", str(captions), "--project-limit", "40", "--data", str(captions)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["embed_dim"] == 16 and manifest["export"]["projection"]["dim"] == 16
+    assert manifest["metrics"]["split"] == "val" and 0 <= manifest["metrics"]["mR"] <= 100
+    (projection,) = [numpy_helper.to_array(t) for t in onnx.load(str(out / "text.onnx")).graph.initializer
+                     if t.name == "projection"]
+    np.testing.assert_allclose(projection.T @ projection, np.eye(16), atol=1e-5)  # orthonormal singular vectors
+    ensemble, own_big, own_small = (load_model(d, provider="cpu") for d in (out, big, small))
+    concatenated = np.concatenate([np.sqrt(0.5) * own_big.embed_texts(TEXTS),
+                                   np.sqrt(0.5) * own_small.embed_texts(TEXTS)], axis=1) @ projection
+    expected = concatenated / np.linalg.norm(concatenated, axis=1, keepdims=True)
+    np.testing.assert_allclose(ensemble.embed_texts(TEXTS), expected, atol=1e-5)
+    assert main(["--member", str(big), "--member", str(small), "--out", str(tmp_path / "x"),
+                 "--project-dim", "16"]) == 2  # a projection needs data to be fitted on
