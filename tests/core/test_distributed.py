@@ -225,3 +225,29 @@ def test_a_worker_refuses_another_raster_file_or_model(tmp_path, rgb_tif, tiny_m
     other = module._WorkerSpec(spec.source_args, spec.identity, str(other_model_dir), tiny_model.sha256, "cpu", 4, 1)
     with pytest.raises(ModelError, match="another model"):
         module._worker_model(other)
+
+
+def test_a_collection_indexed_on_dask_equals_the_in_process_one(tmp_path, rasters, tiny_model_dir, tiny_model,
+                                                                 monkeypatch, capsys):
+    """``index --collection NAME FOLDER --workers 2``: the same members, indexes and merged search as in-process."""
+    from rs_text_search.core.collection import Collection
+
+    common = [str(rasters[0].parent), "--glob", "*.tif", "--tile-size", "32", "--batch-size", "4", "--model",
+              str(tiny_model_dir), "--provider", "cpu", "--json"]
+    found = {}
+    for where, extra in (("dask", ["--workers", "2"]), ("local", [])):
+        root = tmp_path / f"cache-{where}"
+        monkeypatch.setenv("RS_TEXT_SEARCH_CACHE", str(root))
+        assert main(["index", "--collection", "county", *common, *extra]) == 0
+        capsys.readouterr()
+        collection = Collection.load("county", root)
+        assert len(collection.members) == 3
+        assert main(["search", "a river", "--collection", "county", "--top-k", "12", "--model", str(tiny_model_dir),
+                     "--provider", "cpu", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        found[where] = (sorted((m["raster"], m["key"], m["tiles"]) for m in collection.members),
+                        [(h["tile_id"], round(h["score"], 5)) for h in hits],
+                        collection.member_indexes(root)[0])
+    assert found["dask"][0] == found["local"][0]  # same rasters, index keys and tile counts
+    assert found["dask"][1] == found["local"][1]  # the merged index answers the same, tile for tile
+    assert_same_indexes(found["local"][2], found["dask"][2])
