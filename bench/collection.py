@@ -10,9 +10,11 @@ The members of the largest size are written once into ``<work>/collection/`` and
 For each number of members N: the warm text query p50/p95 (``Searcher.search_text``, top 10: tokenise,
 text encoder, the merged faiss search, the hits' catalog rows), the same with the query vector given
 (search alone), against one index of the same N x ``TILES_PER_MEMBER`` tiles through the same
-``Searcher``; and what opening costs: verifying the members, building the merged index (first search
-ever), loading it (first search of a new process). Up to ``PER_INDEX_LOOP_MAX`` members the former
-path, one faiss search per member index, is timed too.
+``Searcher``; and what opening costs: checking the members in full and building the merged index (first
+search ever), then opening them again as the next process does (``Collection.member_indexes``: each
+member's files stat'ed against the merged index's record of them, the merged index loaded; its share of
+loading the merged index shown apart). Up to ``PER_INDEX_LOOP_MAX`` members the former path, one faiss
+search per member index, is timed too.
 """
 
 from __future__ import annotations
@@ -131,25 +133,35 @@ def _measure(count: int, members_root: Path, single_root: Path, vectors: np.ndar
              query_vectors) -> dict[str, Any]:
     from rs_text_search.core import merged as merged_module
     from rs_text_search.core.index import TileIndex
+    from rs_text_search.core.scan import check_index
     from rs_text_search.core.search import Searcher
 
     keys = [_index_key(f"member{n:05d}", model.sha256) for n in range(count)]
-    started = time.perf_counter()
-    members = [TileIndex.open(members_root / "indexes" / key) for key in keys]
-    for member in members:
-        member.verify()
-    open_s = time.perf_counter() - started
     merged_dir = members_root.parent / "merged" / str(count)
     shutil.rmtree(merged_dir, ignore_errors=True)
+
+    def open_members() -> list[TileIndex]:  # as Collection.member_indexes (deep checks, rasters' stat)
+        verified = merged_module.verified_members(merged_dir)
+        found = [check_index(members_root / "indexes" / key, model.sha256, True, True, verified.get(key))
+                 for key in keys]
+        assert all(isinstance(member, TileIndex) for member in found), "a bench member failed its checks"
+        return found
+
+    started = time.perf_counter()
+    members = open_members()
+    open_s = time.perf_counter() - started  # no merged index yet: every member checked in full
     searcher = Searcher(model, members, merged_dir=merged_dir)
     started = time.perf_counter()
     _ = searcher.merged
     build_s = time.perf_counter() - started
-    merged_module._OPEN.clear()  # as a new process: the merged index from disk
+    merged_module._OPEN.clear()  # as a new process: the members and the merged index from disk
     started = time.perf_counter()
+    members = open_members()
+    reopen_members_s = time.perf_counter() - started
     searcher = Searcher(model, members, merged_dir=merged_dir)
     _ = searcher.merged
-    load_s = time.perf_counter() - started
+    reopen_s = time.perf_counter() - started
+    load_s = reopen_s - reopen_members_s
     collection = _query_times(searcher, captions, query_vectors)
     shutil.rmtree(single_root, ignore_errors=True)
     single_index = write_index(single_root, f"single{count}", vectors[: count * TILES_PER_MEMBER], model, 0.0)
@@ -159,6 +171,7 @@ def _measure(count: int, members_root: Path, single_root: Path, vectors: np.ndar
     return {"members": count, "tiles": count * TILES_PER_MEMBER,
             "index_type": searcher.merged.merged.record["index_type"], "open_verify_s": round(open_s, 2),
             "merged_build_s": round(build_s, 2), "merged_load_s": round(load_s, 3),
+            "reopen_members_s": round(reopen_members_s, 3), "reopen_s": round(reopen_s, 2),
             "collection": collection, "single_index": single, "per_index_loop": loop,
             "ratio_p50": ratio(collection["p50_ms"], single["p50_ms"]),
             "ratio_search_only_p50": ratio(collection["search_only_p50_ms"], single["search_only_p50_ms"])}

@@ -29,6 +29,7 @@ from pathlib import Path
 from .cache import atomic_write_json, cache_root
 from .errors import CollectionError
 from .index import TileIndex
+from .merged import verified_members
 from .scan import SkippedIndex, check_index
 
 __all__ = ["Collection", "check_name", "expand_sources", "list_collections", "RASTER_SUFFIXES", "COLLECTION_VERSION"]
@@ -148,8 +149,11 @@ class Collection:
 
     def member_indexes(self, index_root: Path | None = None,
                        deep: bool = True) -> tuple[list[TileIndex], list[SkippedIndex]]:
-        """The members' indexes that can be searched, and why the others are skipped (as ``scan_indexes``)."""
+        """The members' indexes that can be searched, and why the others are skipped (as ``scan_indexes``; those
+        whose files did not change since the collection's merged index recorded them verified are not checked
+        again)."""
         folder = (index_root or cache_root(create=False)) / "indexes"
+        verified = verified_members(self.merged_dir) if deep else {}
         found, skipped = [], []
         for member in self.members:
             directory = folder / member["key"]
@@ -158,7 +162,7 @@ class Collection:
                                             f"cache; run 'index --collection {self.name}' to index it again",
                                             member["raster"]))
                 continue
-            checked = check_index(directory, self.model["sha256"], deep=deep, check_rasters=True)
+            checked = check_index(directory, self.model["sha256"], deep, True, verified.get(member["key"]))
             if isinstance(checked, TileIndex):
                 found.append(checked)
             elif checked is not None:

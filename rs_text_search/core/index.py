@@ -34,7 +34,7 @@ import numpy as np
 
 from .cache import atomic_path, atomic_write_json
 from .errors import IndexDamagedError, IndexMismatchError, QueryError
-from .integrity import INDEX_FILES, file_record, index_problem
+from .integrity import INDEX_FILES, file_record, file_stamp, folder_stamps, index_problem, unchanged_since
 from .tiling import Window, window_corners
 from .vectors import (  # noqa: F401 - part of this module's interface (bench, tests)
     APPROXIMATE_MIN_TILES,
@@ -111,18 +111,30 @@ class TileIndex:
         self._faiss = None
         self._ids: np.ndarray | None = None
         self._verified = False
+        self._meta_stamp: list | None = None  # meta.json's stamp when ``meta`` was read from it
+        self.stamps: list | None = None  # the folder's stamps when its deep checks last passed (core.integrity)
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: Path) -> TileIndex:
+    def open(cls, directory: Path, verified: dict | None = None) -> TileIndex:
+        """The index in ``directory``. ``verified``: a record of it as it was when its deep checks passed
+        (``{"stamps", "meta"}``, kept by a merged index): while no file of the folder changed since, its meta
+        is taken from the record and it counts as verified (``core.integrity``: trusted again)."""
+        if verified and unchanged_since(directory, verified.get("stamps")):
+            index = cls(directory, verified["meta"])
+            index._meta_stamp, index.stamps, index._verified = verified["stamps"][0], verified["stamps"], True
+            return index
         meta_path = Path(directory) / "meta.json"
+        stamp = file_stamp(meta_path)
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise IndexMismatchError(f"The index in '{directory}' is unreadable ({exc}).") from None
         if meta.get("version") != META_VERSION:
             raise IndexMismatchError(f"The index in '{directory}' was made by another version; re-index it.")
-        return cls(directory, meta)
+        index = cls(directory, meta)
+        index._meta_stamp = stamp
+        return index
 
     def connect(self, read_only: bool = False) -> sqlite3.Connection:
         """The catalog; ``read_only`` never writes (not even the schema) and works on a cache this user
@@ -153,23 +165,34 @@ class TileIndex:
         connection.damaged = self.damaged_sentence("its catalog is damaged")
         return connection
 
-    def problem(self, deep: bool = False, thorough: bool = False) -> str | None:
+    def problem(self, deep: bool = False, thorough: bool = False, verified: dict | None = None) -> str | None:
         """Why this index cannot be searched, as a phrase ("its file ids.npy is missing"), or None.
 
-        The levels of checking are ``core.integrity``'s: cheap, ``deep`` (made once per object), ``thorough``.
+        The levels of checking are ``core.integrity``'s: cheap, ``deep`` (made once per object, or not at all
+        while the folder is as ``verified`` records it: see ``open``), ``thorough``.
         """
+        if deep and not thorough and not self._verified and verified and verified["stamps"][:1] == [self._meta_stamp] \
+                and unchanged_since(self.directory, verified["stamps"]):  # meta read from the file as verified
+            self.stamps, self._verified = verified["stamps"], True
         if deep and not thorough and self._verified:
             return None
+        stamps = folder_stamps(self.directory) if deep or thorough else None  # before the checks: a later change shows
         found = index_problem(self.directory, self.meta, lambda: self.connect(read_only=True), deep, thorough)
         self._verified = (deep or thorough) and found is None
+        self.stamps = stamps if self._verified and stamps[0] == self._meta_stamp else None
         return found
+
+    @property
+    def verified(self) -> bool:
+        """Whether the deep checks passed (or were trusted again) for this object."""
+        return self._verified
 
     def damaged_sentence(self, problem: str) -> str:
         return f"The index of '{self.raster_name}' cannot be used ({problem}); index the raster again to rebuild it."
 
-    def verify(self) -> None:
-        """Raise ``IndexDamagedError`` unless the deep checks pass (made once per object)."""
-        problem = self.problem(deep=True)
+    def verify(self, verified: dict | None = None) -> None:
+        """Raise ``IndexDamagedError`` unless the deep checks pass (made once per object; ``problem``)."""
+        problem = self.problem(deep=True, verified=verified)
         if problem:
             raise IndexDamagedError(self.damaged_sentence(problem))
 
@@ -273,6 +296,8 @@ class TileIndex:
         self.write_meta()
         self._faiss, self._ids = index, ids
         self._verified = True
+        self.stamps = folder_stamps(self.directory)
+        self._meta_stamp = self.stamps[0]
 
     def embedded_chunks(self, db: sqlite3.Connection | None = None):
         """The catalog's embedded tiles in tile order, as (tile indexes [n] int64, vectors [n, dim] float32) chunks

@@ -13,17 +13,23 @@ for an ad-hoc set of indexes, the few most recently used of which are kept)::
     index.faiss   the merged vectors; members side by side, each in its tile order
     tiles.npy     position -> tile index within its member (int64)
     members.json  written last: each member's index key, tile count and the sha256/size records of its
-                  files (meta.json "files"), and the records of index.faiss and tiles.npy
+                  files (meta.json "files"); its meta.json and the stamps of its files when it last passed its
+                  deep checks (``verified_members``); and the records of index.faiss and tiles.npy
 
 Member ``m`` holds positions ``offsets[m]`` to ``offsets[m + 1]``. A merged index is reused while every
 member searched is in it with the same file records (a re-indexed raster has a new key, a rebuilt index
 new records); members left out of a search (damaged, stale, not asked for) are masked with a faiss
 selector instead of rebuilding, as long as the searched ones hold at least half of its tiles.
+
+Opening many indexes for a search costs a stat of each one's files, not their checks again: a member whose
+files kept the stamps recorded here is opened from its recorded meta.json and not checked again
+(``core.integrity``, trusted again); any other is checked in full, and its new stamps recorded once it passes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import shutil
@@ -35,14 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_path, atomic_write_json
+from .cache import atomic_path, atomic_write_bytes
 from .errors import IndexDamagedError
 from .index import TileIndex
-from .integrity import file_record
+from .integrity import file_record, file_stamp
 from .tiling import Window, window_corners
 from .vectors import build_faiss_index, load_faiss_index, search_parameters
 
-__all__ = ["MergedIndex", "MergedView", "merged_dir_for", "MERGED_VERSION"]
+__all__ = ["MergedIndex", "MergedView", "merged_dir_for", "verified_members", "MERGED_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +58,47 @@ KEEP_AD_HOC = 4  # ad-hoc merged folders kept in <cache>/merged (most recently u
 MIN_SEARCHED_SHARE = 0.5  # reuse a merged index with members left out while the searched ones hold this share
 _OPEN: OrderedDict[str, MergedIndex] = OrderedDict()  # loaded merged indexes by folder: the plugin's next search
 _OPEN_LOCK = threading.Lock()
+_LAST_RECORD: tuple = (None, None, None)  # members.json last read: (path, stamp, record)
 
 
 def merged_dir_for(members: Sequence[TileIndex]) -> Path:
     """The ad-hoc merged folder of a set of indexes: ``<cache>/merged/<hash of their keys>``."""
     digest = hashlib.sha256("\n".join(sorted({m.key for m in members})).encode()).hexdigest()[:24]
     return members[0].directory.parent.parent / "merged" / digest
+
+
+def verified_members(folder: Path) -> dict[str, dict]:
+    """Index key -> ``{"stamps", "meta"}`` of each member as it was when it last passed its deep checks, from the
+    merged index in ``folder``, or from each one in it (``<cache>/merged``); empty when none can be read (then
+    every member is checked in full). For ``TileIndex.open``/``verify``."""
+    folder = Path(folder)
+    if (folder / "members.json").is_file():
+        records = [folder]
+    else:
+        records = sorted(p.parent for p in folder.glob("*/members.json"))
+    found = {}
+    for directory in records:
+        try:
+            found.update({m["key"]: m for m in _read_record(directory)["members"] if m.get("stamps") and m.get("meta")})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def _read_record(directory: Path) -> dict:
+    """members.json, parsed once while the file keeps its stamp (read before a search, then by ``_load``)."""
+    global _LAST_RECORD
+
+    path = Path(directory) / "members.json"
+    stamp = file_stamp(path)
+    if _LAST_RECORD[:2] != (str(path), stamp) or stamp is None:
+        _LAST_RECORD = (str(path), stamp, json.loads(path.read_text(encoding="utf-8")))
+    return _LAST_RECORD[2]
+
+
+def _write_record(directory: Path, record: dict) -> None:
+    """members.json, compact (10,000 members' meta.json: a few MB parsed before each search of them)."""
+    atomic_write_bytes(directory / "members.json", json.dumps(record, separators=(",", ":")).encode("utf-8"))
 
 
 class MergedIndex:
@@ -82,6 +123,7 @@ class MergedIndex:
             merged = _OPEN.get(str(directory))
             if merged is None or not merged.covers(members):
                 merged = cls._load(directory, members) or cls._build(directory, members, ad_hoc)
+            merged._record_stamps(members)
             _OPEN[str(directory)] = merged
             _OPEN.move_to_end(str(directory))
             while len(_OPEN) > KEEP_AD_HOC:
@@ -95,13 +137,21 @@ class MergedIndex:
             return False
         return sum(recorded[m.key]["tiles"] for m in members) >= MIN_SEARCHED_SHARE * max(1, len(self.tiles))
 
+    def _record_stamps(self, members: Sequence[TileIndex]) -> None:
+        """Record the stamps of members verified since (checked in full: a file of theirs was replaced, copied)."""
+        recorded = {m["key"]: m for m in self.record["members"]}
+        changed = [m for m in members if m.stamps and m.key in recorded and recorded[m.key].get("stamps") != m.stamps]
+        for member in changed:
+            recorded[member.key].update(stamps=member.stamps, meta=member.meta)
+        if changed and "files" in self.record:  # "files": the record is on disk (else searched from memory)
+            with suppress(OSError):
+                _write_record(self.directory, self.record)
+
     # -- on disk -------------------------------------------------------------------------------------
     @classmethod
     def _load(cls, directory: Path, members: Sequence[TileIndex]) -> MergedIndex | None:
-        import json
-
         try:
-            record = json.loads((directory / "members.json").read_text(encoding="utf-8"))
+            record = _read_record(directory)
             if record.get("version") != MERGED_VERSION:
                 return None
             for name in MERGED_FILES:  # written before members.json: a crash between leaves a mismatch here
@@ -143,8 +193,8 @@ class MergedIndex:
         log.info("merging %d indexes (%d tiles) into %s", len(members), len(tiles), directory)
         index = build_faiss_index(dim, len(tiles), chunks)
         record = {"version": MERGED_VERSION, "index_type": type(index).__name__,
-                  "members": [{"key": m.key, "tiles": n, "files": m.meta.get("files")}
-                              for m, n in zip(members, counts)]}
+                  "members": [{"key": m.key, "tiles": n, "files": m.meta.get("files"), "stamps": m.stamps,
+                               "meta": m.meta if m.stamps else None} for m, n in zip(members, counts)]}
         merged = cls(directory, record, index, tiles)
         try:
             merged._write()
@@ -162,7 +212,7 @@ class MergedIndex:
         with atomic_path(self.directory / "tiles.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, self.tiles)
         self.record["files"] = {name: file_record(self.directory / name) for name in MERGED_FILES}
-        atomic_write_json(self.directory / "members.json", self.record)
+        _write_record(self.directory, self.record)
 
 
 class MergedView:

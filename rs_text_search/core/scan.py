@@ -19,6 +19,7 @@ from pathlib import Path
 from .cache import cache_root
 from .errors import IndexMismatchError
 from .index import META_VERSION, TileIndex, meta_version
+from .merged import verified_members
 
 __all__ = ["SkippedIndex", "scan_indexes", "check_index", "raster_change", "remove_superseded"]
 
@@ -65,11 +66,13 @@ def scan_indexes(root: Path | None = None, model_sha256: str | None = None, deep
                  check_rasters: bool = False) -> tuple[list[TileIndex], list[SkippedIndex]]:
     """Usable indexes in the cache (optionally one model's) and the skipped ones with the reason.
 
-    deep: verify checksums and catalogs (``TileIndex.verify``), as before a search; else the cheap checks.
+    deep: verify checksums and catalogs (``TileIndex.verify``), as before a search, except for indexes whose
+    files did not change since a merged index in the cache recorded them verified; else the cheap checks.
     check_rasters: skip indexes of raster files that moved or changed since (a search would otherwise
     return a changed file's tiles twice, or tiles of a file that is gone).
     """
     folder = (root or cache_root(create=False)) / "indexes"
+    verified = verified_members(folder.parent / "merged") if deep else {}
     found, skipped = [], []
     for directory in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
         if not (directory / "meta.json").is_file():
@@ -77,7 +80,7 @@ def scan_indexes(root: Path | None = None, model_sha256: str | None = None, deep
                 skipped.append(SkippedIndex(directory, None, "its meta.json is missing; index the raster again "
                                                              "to rebuild it"))
             continue
-        checked = check_index(directory, model_sha256, deep, check_rasters)
+        checked = check_index(directory, model_sha256, deep, check_rasters, verified.get(directory.name))
         if isinstance(checked, TileIndex):
             found.append(checked)
         elif checked is not None:
@@ -86,11 +89,11 @@ def scan_indexes(root: Path | None = None, model_sha256: str | None = None, deep
 
 
 def check_index(directory: Path, model_sha256: str | None = None, deep: bool = False,
-                check_rasters: bool = False) -> TileIndex | SkippedIndex | None:
+                check_rasters: bool = False, verified: dict | None = None) -> TileIndex | SkippedIndex | None:
     """One index folder, checked as ``scan_indexes`` checks each: the usable index, why it is skipped, or None
-    for another model's index (``model_sha256``)."""
+    for another model's index (``model_sha256``). ``verified``: its record in a merged index (``TileIndex.open``)."""
     try:
-        index = TileIndex.open(directory)
+        index = TileIndex.open(directory, verified)
         if model_sha256 and index.meta["model"]["sha256"] != model_sha256:
             return None
         name, uri = index.raster_name, index.raster_uri

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import IndexDamagedError, QueryError
 from .index import TILE_ID_PATTERN, TileIndex
-from .merged import MergedIndex, MergedView
+from .merged import MergedIndex, MergedView, merged_dir_for, verified_members
 from .model import Model
 
 __all__ = ["SearchResult", "Searcher", "pyproj_transform_bounds", "pyproj_transform_point", "check_crs",
@@ -108,8 +108,9 @@ class SearchResult:
 class Searcher:
     """Search a set of indexes made by ``model``.
 
-    Each index is verified first (``TileIndex.verify``, once per object); damaged ones are left out and
-    ``skipped`` holds one sentence for each. When none is left, the first sentence is raised.
+    Each index is verified first (``TileIndex.verify``, once per object; over several indexes, not again for
+    those whose files did not change since their merged index recorded them verified); damaged ones are left
+    out and ``skipped`` holds one sentence for each. When none is left, the first sentence is raised.
     ``merged_dir``: where the merged index of several indexes lives (a collection's folder); None: an
     ad-hoc folder in the cache named after the set of indexes (``core.merged``).
     """
@@ -120,10 +121,13 @@ class Searcher:
         if not indexes:
             raise QueryError("Nothing is indexed yet; index a raster first.")
         self.indexes, self.skipped = [], []
+        verified = {}
+        if len(indexes) > 1 and not all(index.verified for index in indexes):
+            verified = verified_members(merged_dir or merged_dir_for(indexes).parent)
         for index in indexes:
             index.check_model(model.sha256)
             try:
-                index.verify()
+                index.verify(verified.get(index.key))
             except IndexDamagedError as exc:
                 self.skipped.append(str(exc))
                 continue

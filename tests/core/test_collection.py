@@ -3,6 +3,7 @@ removed and changed rasters, the merged index against the per-index search, boun
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,74 @@ def test_a_damaged_or_stale_member_is_skipped_with_one_warning(run, tmp_path, ca
     results, err = search_all(run, "--collection", "c")
     assert err.count("warning: ") == 2 and "Skipping the index of 'r2': its raster file changed" in err
     assert {r["raster_name"] for r in results} == {"r0", "r3"}
+
+
+def count_checks(monkeypatch):
+    """Files hashed and catalogs checked from now on (the deep checks' work), as lists to look into."""
+    from rs_text_search.core import integrity
+
+    hashed, catalogs = [], []
+    real_sha256, real_catalog = integrity.file_sha256, integrity.catalog_problem
+    monkeypatch.setattr(integrity, "file_sha256", lambda path: hashed.append(Path(path)) or real_sha256(path))
+    monkeypatch.setattr(integrity, "catalog_problem", lambda *a, **k: catalogs.append(a[1]) or real_catalog(*a, **k))
+    return hashed, catalogs
+
+
+def test_an_unchanged_member_is_not_checked_again_and_a_changed_one_is(run, tmp_path, cache, monkeypatch):
+    """Opening a collection stats each member's files; only a member whose files changed since the merged index
+    recorded them verified is hashed and checked again (core.integrity: trusted again). A change of bytes that
+    keeps size, mtime, ctime and inode (below the file system: a failing disk) is what this leaves to the next
+    check that sees a stamp change, or to the next ``index`` of the raster; one that sets mtime back is still
+    seen (ctime)."""
+    rasters = make_rasters(tmp_path / "tiles")
+    assert run("index", "--collection", "c", str(tmp_path / "tiles"), "--tile-size", "32")[0] == 0
+    hashed, catalogs = count_checks(monkeypatch)
+    results, err = search_all(run, "--collection", "c")
+    assert len(results) == 16 and "warning" not in err
+    assert catalogs == [] and all(path.parent.name == "merged" for path in hashed)  # only the merged index's files
+
+    members = {Path(m["raster"]).stem: cache / "indexes" / m["key"] for m in Collection.load("c").members}
+    faiss_file = members["r1"] / "index.faiss"
+    data = bytearray(faiss_file.read_bytes())
+    data[-8:] = bytes(8)  # the same size, other bytes, a later mtime
+    faiss_file.write_bytes(bytes(data))
+    ids_file = members["r3"] / "ids.npy"
+    before = ids_file.stat()
+    ids_file.write_bytes(b"\x00" * before.st_size)
+    os.utime(ids_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime set back: ctime still tells
+    hashed.clear()
+    results, err = search_all(run, "--collection", "c")
+    assert err.count("warning: ") == 2 and "'r1'" in err and "index.faiss" in err and "'r3'" in err
+    assert {r["raster_name"] for r in results} == {"r0", "r2"}
+    assert {path.parent for path in hashed if path.parent.name != "merged"} == {members["r1"], members["r3"]}
+
+    os.utime(rasters[2], ns=(rasters[2].stat().st_atime_ns, rasters[2].stat().st_mtime_ns + 10**9))
+    results, err = search_all(run, "--collection", "c")  # a stale raster is stat'ed, whatever the stamps
+    assert err.count("warning: ") == 3 and "Skipping the index of 'r2': its raster file changed" in err
+    assert {r["raster_name"] for r in results} == {"r0"}
+
+
+def test_a_checked_again_member_is_recorded_and_the_plugin_path_trusts_it(tmp_path, cache, tiny_model, monkeypatch):
+    """Searcher over indexes opened anew (the plugin's list of layers): members unchanged since the merged index
+    recorded them are not checked again; one whose files were replaced (same bytes, a new inode) is checked in
+    full once, then recorded, so the next search trusts it again."""
+    from rs_text_search.core.index import list_indexes
+
+    for path in make_rasters(tmp_path / "tiles"):
+        with open_raster(path) as source:
+            build_index(source, tiny_model)
+    Searcher(tiny_model, list_indexes()).search_text("roofs")  # builds the ad-hoc merged index
+    hashed, catalogs = count_checks(monkeypatch)
+    searcher = Searcher(tiny_model, list_indexes())
+    assert len(searcher.search_text("roofs", top_k=16)) == 16
+    assert catalogs == [] and not [p for p in hashed if p.parent.name != "merged" and p.parent.parent.name != "merged"]
+    copied = list_indexes()[0].directory / "ids.npy"
+    copied.write_bytes(copied.read_bytes())  # same bytes written again: another mtime and ctime
+    Searcher(tiny_model, list_indexes()).search_text("roofs")
+    assert [p.parent for p in catalogs] == [copied.parent]
+    catalogs.clear()
+    Searcher(tiny_model, list_indexes()).search_text("roofs")
+    assert catalogs == []
 
 
 @pytest.mark.parametrize(("argv", "phrase"), [
