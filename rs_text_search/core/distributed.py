@@ -44,6 +44,7 @@ from .indexing import (
     _write_rows,
     finish_index,
     index_errors,
+    one_blas_thread,
     plan_index,
     read_tiles,
 )
@@ -166,13 +167,11 @@ def _worker_source(spec: _WorkerSpec) -> RasterioSource:
 
 def embed_chunk(spec: _WorkerSpec, tiles: list[Tile]) -> tuple[np.ndarray, np.ndarray, float]:
     """On a worker: (status per tile, vectors of the embedded tiles in tile order, seconds in the encoder)."""
-    from threadpoolctl import threadpool_limits  # one BLAS thread while resampling, as build_index does
-
     model = _worker_model(spec)
     status: list[int] = []
     vectors = [np.zeros((0, model.embed_dim), np.float32)]
     encode_seconds = 0.0
-    with threadpool_limits(limits=1, user_api="blas"), _worker_source(spec) as source:
+    with one_blas_thread(), _worker_source(spec) as source:
         for start in range(0, len(tiles), model.batch_size):
             batch = read_tiles(source, model, tiles[start : start + model.batch_size])
             status += batch.status

@@ -52,7 +52,7 @@ from .sources import RasterSource
 from .tiling import GridSpec, Tile, certainly_empty, matched_tile_px, pixel_ground_m, tile_grid, window_bounds
 
 __all__ = ["build_index", "IndexingStats", "IndexPlan", "plan_index", "finish_index", "index_errors",
-           "read_tiles", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
+           "read_tiles", "one_blas_thread", "DEFAULT_READERS", "TileSize", "auto_tile_size", "tile_size_for_ground",
            "choose_tile_size", "default_grid"]
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def build_index(
         # each one and take the cores from the encoder (78 px tiles enlarged to 128 on 2 cores: 124 tiles/s
         # with OpenBLAS's default threads, 250 with one). Process-wide while this runs, then restored.
         todo = plan.todo
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             to_read = _mark_certainly_empty(source, db, todo, len(plan.done), len(plan.tiles), progress, is_cancelled)
             encode_seconds = _run_pipeline(source, model, plan.index, to_read, len(plan.tiles) - len(to_read),
                                            len(plan.tiles), progress, is_cancelled, batch_size, readers, db=db)
@@ -358,6 +358,12 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which BLAS uses one thread (restored after): the readers' resampling is small matrix products
+    whose BLAS threads would take the cores from the encoder. Shared by ``build_index`` and Dask's workers."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _cancelled(source: RasterSource, kept: int, n_total: int) -> Cancelled:
