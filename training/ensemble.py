@@ -109,6 +109,9 @@ def _merge(members: list[Member], file: str, input_name: str, size: int | None, 
     nodes, initializers, value_info, outputs, opsets = [], [], [], [], {}
     for number, member in enumerate(members):
         model = onnx.load(str(member.directory / file))
+        if number == 0:  # the shared input is typed as the first member's, before its names are prefixed
+            first_input = onnx.ValueInfoProto()
+            first_input.CopyFrom(model.graph.input[0])
         for opset in model.opset_import:
             opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
         prefix = f"m{number}_"
@@ -140,9 +143,7 @@ def _merge(members: list[Member], file: str, input_name: str, size: int | None, 
         nodes += [helper.make_node("Concat", outputs, ["concatenated"], axis=1),
                   helper.make_node("MatMul", ["concatenated", "projection"], ["projected"]),
                   helper.make_node("LpNormalization", ["projected"], ["embeddings"], axis=1, p=2)]
-    first_input = onnx.load(str(members[0].directory / file)).graph.input[0]
-    shared_input = onnx.ValueInfoProto()
-    shared_input.CopyFrom(first_input)
+    shared_input = first_input
     shared_input.name = input_name
     if size is not None:
         shared_input.type.tensor_type.shape.dim[2].dim_value = size
