@@ -222,9 +222,11 @@ def _index_rasters(args, model, rasters: Sequence, bands, tile_size: int | None,
                 with tqdm(desc=f"{len(jobs)} rasters on Dask", unit="tile", disable=args.json,
                           file=sys.stderr) as bar:
                     results = build_indexes(jobs, model, cluster, progress=bar_progress(bar), provider=args.provider,
-                                            batch_size=args.batch_size)
-                for source, (index, stats) in zip(opened, results):
-                    done(source, index, stats)
+                                            batch_size=args.batch_size,
+                                            failed=lambda number, exc, jobs=jobs: failed(jobs[number][0].uri, exc))
+                for source, result in zip(opened, results):
+                    if result is not None:  # else said by failed()
+                        done(source, *result)
             finally:
                 for source in opened:
                     source.close()

@@ -17,6 +17,9 @@ loads on a QGIS without it.
   (``indexing.finish_index``). The cache layout is the in-process one, index keys included.
 - at most ``IN_FLIGHT_PER_THREAD`` chunks per worker thread are submitted at a time (memory); the
   scheduler re-runs the chunks of a worker that dies on another one.
+- before any chunk, the tiles a raster's ``coverage`` shows to hold no valid pixel (a sparse GeoTIFF's
+  unwritten blocks) are written as nodata here without being read, as ``build_index`` does; a raster that
+  fails on its own (a damaged window, no image content) can be reported and left while the others go on.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Cancelled, ClusterError, ModelError, RsTextSearchError
+from .errors import Cancelled, ClusterError, ModelError, RasterError, RsTextSearchError
 from .index import TileIndex
 from .indexing import (
     IndexingStats,
     IndexPlan,
     _Batch,
     _batch_rows,
+    _mark_certainly_empty,
     _write_rows,
     finish_index,
     index_errors,
@@ -189,9 +193,11 @@ class _Raster:
     source: RasterSource
     plan: IndexPlan
     spec: _WorkerSpec
+    to_read: list[Tile]  # the plan's tiles left to do, less those marked nodata unread (``source.coverage``)
     chunks_left: int
     started: float
     encode_seconds: float = 0.0
+    not_read: int = 0  # tiles marked nodata without being read
     db: object = field(default=None, repr=False)
 
     def write(self, tiles: list[Tile], status: np.ndarray, vectors: np.ndarray) -> None:
@@ -210,8 +216,9 @@ class _Raster:
 def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, cluster: DaskCluster,
                   root: Path | None = None, progress: Progress | None = None,
                   is_cancelled: Callable[[], bool] | None = None, provider: str = "auto",
-                  batch_size: int | None = None,
-                  chunk_tiles: int | None = None) -> list[tuple[TileIndex, IndexingStats]]:
+                  batch_size: int | None = None, chunk_tiles: int | None = None,
+                  failed: Callable[[int, RasterError], None] | None = None,
+                  ) -> list[tuple[TileIndex, IndexingStats] | None]:
     """Index every (raster, grid) of ``jobs`` on ``cluster``: one (index, stats) per job, in order, equal to
     what ``build_index`` makes of each (same folders and keys, same tiles and statuses, the same vectors to
     float precision). ``jobs``' sources must be ``RasterioSource`` (workers open the files themselves).
@@ -219,6 +226,10 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
     Resumes what an earlier run of either kind left; ``progress`` gets (tiles done, tiles in all grids) after
     each chunk. Raises ``Cancelled`` when ``is_cancelled()`` turns true (checked after each chunk), keeping
     every chunk written; Ctrl-C does the same through ``KeyboardInterrupt``.
+
+    failed: called with (job number, error) for a raster that fails on its own (a window GDAL cannot read,
+    no tile with image content); its result is None and the other rasters go on, as a collection of
+    thousands of files needs. Without it, the first such failure is raised.
     """
     from distributed import as_completed
 
@@ -230,6 +241,21 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
     for source, _ in jobs:
         if not isinstance(source, RasterioSource):
             raise ValueError(f"'{source.name}' is not a raster file that Dask workers can open")
+
+    def finish(i: int, raster: _Raster) -> None:
+        raster.close()
+        del rasters[i]
+        try:
+            results[i] = raster.plan.index, finish_index(raster.source, raster.plan, raster.started,
+                                                         raster.encode_seconds, not_read=raster.not_read)
+        except RasterError as exc:
+            give_up(i, exc)
+
+    def give_up(i: int, exc: RasterError) -> None:
+        if failed is None:
+            raise exc
+        failed(i, exc)
+
     for i, (source, grid) in enumerate(jobs):
         plan = plan_index(source, model, grid, root)
         plans.append(plan)
@@ -238,23 +264,29 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
             continue
         spec = _WorkerSpec(source.reopen_args(), source.identity(), str(model.directory), model.sha256, provider,
                            batch_size, cluster.ort_threads)
-        rasters[i] = _Raster(source, plan, spec, -(-len(plan.todo) // chunk_tiles), time.perf_counter())
+        started, todo = time.perf_counter(), plan.todo
+        # Regions the raster's coverage shows without a valid pixel are written as nodata here, unread, as
+        # build_index does: no worker reads the empty blocks of a sparse GeoTIFF.
+        with index_errors(source, plan.index.directory), closing(plan.index.connect()) as db:
+            to_read = _mark_certainly_empty(source, db, todo, len(plan.done), len(plan.tiles), None, is_cancelled)
+        rasters[i] = _Raster(source, plan, spec, to_read, -(-len(to_read) // chunk_tiles), started,
+                             not_read=len(todo) - len(to_read))
     total, done = sum(len(p.tiles) for p in plans), sum(len(p.done) for p in plans)
+    done += sum(r.not_read for r in rasters.values())
     for i, raster in list(rasters.items()):
-        if raster.chunks_left == 0:  # every tile written by a run stopped before finishing the index
-            results[i] = raster.plan.index, finish_index(raster.source, raster.plan, raster.started, 0.0)
-            del rasters[i]
+        if raster.chunks_left == 0:  # every tile written (or marked unread) before any chunk was submitted
+            finish(i, raster)
     if progress:
         progress(done, total)
-    chunks = ((i, r.plan.todo[s : s + chunk_tiles]) for i, r in rasters.items()
-              for s in range(0, len(r.plan.todo), chunk_tiles))
+    chunks = ((i, r.to_read[s : s + chunk_tiles]) for i, r in list(rasters.items())
+              for s in range(0, len(r.to_read), chunk_tiles))
     client = cluster.client
     in_flight = max(2, IN_FLIGHT_PER_THREAD * sum(client.nthreads().values()))
     owners: dict = {}
     finished = as_completed(loop=client.loop)
 
     def submit_next() -> None:
-        item = next(chunks, None)
+        item = next((c for c in chunks if c[0] in rasters), None)  # not the chunks of a raster that failed
         if item is not None:
             key = f"rs-embed-{rasters[item[0]].plan.index.key[:8]}-{item[1][0].index}-{uuid.uuid4().hex[:8]}"
             future = client.submit(embed_chunk, rasters[item[0]].spec, item[1], key=key)  # a name in the dashboard
@@ -267,18 +299,27 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
             submit_next()
         for future in finished:
             i, tiles = owners.pop(future)
-            raster = rasters[i]
-            status, vectors, encode_seconds = _chunk_result(future, raster)
+            raster = rasters.get(i)
+            if raster is None:  # a chunk of a raster that failed meanwhile
+                future.release()
+                submit_next()
+                continue
+            try:
+                status, vectors, encode_seconds = _chunk_result(future, raster)
+            except RasterError as exc:
+                raster.close()
+                del rasters[i]
+                give_up(i, exc)
+                status = None
             future.release()
             submit_next()
-            raster.write(tiles, status, vectors)
-            raster.encode_seconds += encode_seconds
-            raster.chunks_left -= 1
             done += len(tiles)
-            if raster.chunks_left == 0:
-                raster.close()
-                results[i] = raster.plan.index, finish_index(raster.source, raster.plan, raster.started,
-                                                             raster.encode_seconds)
+            if status is not None:
+                raster.write(tiles, status, vectors)
+                raster.encode_seconds += encode_seconds
+                raster.chunks_left -= 1
+                if raster.chunks_left == 0:
+                    finish(i, raster)
             if progress:
                 progress(done, total)
             if is_cancelled and is_cancelled():

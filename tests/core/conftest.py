@@ -33,6 +33,37 @@ def textured_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
 
 
+BLOCK_PX = 256
+# (col, row, width, height) of the data written into an otherwise unwritten raster: a block-straddling
+# patch, a single pixel on a block's last column, a patch in the last (partial) block row and column.
+ISLANDS = [(230, 250, 60, 40), (BLOCK_PX * 3 - 1, 700, 1, 1), (1480, 1480, 20, 20)]
+SIDE_PX = 1500  # not a multiple of the block size: the last block row and column are partial
+
+
+def write_sparse(path, islands=ISLANDS, side=SIDE_PX, count=3, nodata=0, alpha=False):
+    """A sparse tiled GeoTIFF (SPARSE_OK: unwritten blocks take no space and read as nodata) holding data
+    only in ``islands``; returns the path and the full pixel array it reads as."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window as RioWindow
+
+    full = np.zeros((count, side, side), np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=count, dtype="uint8",
+                       nodata=nodata, crs="EPSG:32633", transform=from_origin(500000.0, 4000000.0, 1.0, 1.0),
+                       tiled=True, blockxsize=BLOCK_PX, blockysize=BLOCK_PX, SPARSE_OK=True) as dst:
+        if alpha:
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        for n, (col, row, width, height) in enumerate(islands):
+            patch = textured_rgb(height, width, seed=n)
+            if alpha:
+                patch = np.concatenate([patch, np.full((1, height, width), 255, np.uint8)])
+            patch[:, 0, 0] = 255  # never nodata, even where the texture is 0
+            full[:, row : row + height, col : col + width] = patch
+            dst.write(patch, window=RioWindow(col, row, width, height))
+    return path, full
+
+
 @pytest.fixture
 def rgb_tif(tmp_path) -> Path:
     return write_geotiff(tmp_path / "rgb.tif", textured_rgb(100, 130))

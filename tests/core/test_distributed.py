@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from rs_text_search.cli import main
-from rs_text_search.core.errors import Cancelled, ClusterError
+from rs_text_search.core.errors import Cancelled, ClusterError, RasterError
 from rs_text_search.core.index import TileIndex
 from rs_text_search.core.indexing import build_index
 from rs_text_search.core.sources import open_raster
 from rs_text_search.core.tiling import GridSpec
-from tests.core.conftest import textured_rgb, write_geotiff
+from tests.core.conftest import textured_rgb, write_geotiff, write_sparse
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow  # a LocalCluster takes a few seconds to start
@@ -111,6 +111,25 @@ def test_dask_indexes_equal_in_process_ones_tile_for_tile(tmp_path, rasters, tin
     assert sorted(cluster.client.run(lambda: len(module._models)).values()) == [1, 1]  # the model, once per worker
     again = on_dask(rasters, tiny_model, cluster, tmp_path / "dask")  # finished: nothing is embedded again
     assert [s.tiles_done_before for _, s in again] == [s.tiles_total for _, s in got]
+
+
+def test_dask_skips_a_sparse_rasters_empty_blocks_and_goes_on_past_a_raster_that_fails(tmp_path, rasters,
+                                                                                        tiny_model, cluster):
+    """Empty blocks are marked nodata unread, as in-process; an all-nodata raster fails alone (``failed``)."""
+    sparse, _ = write_sparse(tmp_path / "sparse.tif", islands=[(10, 10, 20, 20)], side=600)  # one block of 9 written
+    empty, _ = write_sparse(tmp_path / "empty.tif", islands=[], side=300)
+    paths = [sparse, empty, rasters[1]]
+    with open_raster(sparse) as source:
+        local, local_stats = build_index(source, tiny_model, GRID, root=tmp_path / "local", batch_size=4)
+    failures = []
+    got = on_dask(paths, tiny_model, cluster, tmp_path / "dask", chunk_tiles=8,
+                  failed=lambda number, exc: failures.append((number, str(exc))))
+    assert got[1] is None and [n for n, _ in failures] == [1] and "no tile with image content" in failures[0][1]
+    assert got[0][1].tiles_not_read == local_stats.tiles_not_read == 19 * 19 - 8 * 8  # only block (0, 0) is read
+    assert_same_indexes([local], [got[0][0]])
+    assert got[2][0].complete
+    with pytest.raises(RasterError, match="no tile with image content"):  # without failed: the first failure ends
+        on_dask([empty], tiny_model, cluster, tmp_path / "dask")
 
 
 def test_an_interrupted_dask_run_keeps_its_chunks_and_the_next_run_ends_identical(tmp_path, rasters, tiny_model,
@@ -229,8 +248,11 @@ def test_a_worker_refuses_another_raster_file_or_model(tmp_path, rgb_tif, tiny_m
 
 def test_a_collection_indexed_on_dask_equals_the_in_process_one(tmp_path, rasters, tiny_model_dir, tiny_model,
                                                                  monkeypatch, capsys):
-    """``index --collection NAME FOLDER --workers 2``: the same members, indexes and merged search as in-process."""
+    """``index --collection NAME FOLDER --workers 2``: the same members, indexes and merged search as in-process;
+    a raster of the folder that has no image content is skipped with a warning, on Dask as in-process."""
     from rs_text_search.core.collection import Collection
+
+    write_sparse(rasters[0].parent / "empty.tif", islands=[], side=300)
 
     common = [str(rasters[0].parent), "--glob", "*.tif", "--tile-size", "32", "--batch-size", "4", "--model",
               str(tiny_model_dir), "--provider", "cpu", "--json"]
@@ -239,7 +261,8 @@ def test_a_collection_indexed_on_dask_equals_the_in_process_one(tmp_path, raster
         root = tmp_path / f"cache-{where}"
         monkeypatch.setenv("RS_TEXT_SEARCH_CACHE", str(root))
         assert main(["index", "--collection", "county", *common, *extra]) == 0
-        capsys.readouterr()
+        err = capsys.readouterr().err
+        assert "warning: skipping" in err and "empty.tif" in err and "no tile with image content" in err
         collection = Collection.load("county", root)
         assert len(collection.members) == 3
         assert main(["search", "a river", "--collection", "county", "--top-k", "12", "--model", str(tiny_model_dir),
