@@ -46,7 +46,7 @@ def write_index(root: Path, name: str, vectors: np.ndarray, model, x0: float):
     """A finished index of ``vectors`` (one per tile, row-major on a grid ``GRID_COLS`` wide), written by the
     engine's code; the raster is an online-style identity (no file to stat), ``x0`` its left edge."""
     from rs_text_search.core.index import META_VERSION, STATUS, TileIndex
-    from rs_text_search.core.indexing import _write_rows
+    from rs_text_search.core.pipeline import write_rows
     from rs_text_search.core.tiling import GridSpec
 
     rows_n, cols = len(vectors) // GRID_COLS, GRID_COLS
@@ -70,7 +70,7 @@ def write_index(root: Path, name: str, vectors: np.ndarray, model, x0: float):
                      minx + TILE_PX, maxy, None, STATUS["embedded"], vector.astype(np.float32).tobytes()))
     db = index.connect()
     try:
-        _write_rows(db, rows)
+        write_rows(db, rows)
     finally:
         db.close()
     index.write_meta()

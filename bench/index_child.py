@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from rs_text_search.core.index import TileIndex
-    from rs_text_search.core.indexing import DEFAULT_READERS, build_index, default_grid
+    from rs_text_search.core.indexing import build_index, default_grid
     from rs_text_search.core.model import load_model
+    from rs_text_search.core.pipeline import DEFAULT_READERS
     from rs_text_search.core.sources import RasterioSource
     from rs_text_search.core.tiling import GridSpec
 

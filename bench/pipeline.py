@@ -79,8 +79,9 @@ def _write_ms(source, model, tiles: list, work: Path) -> float:
     """ms per tile of the engine's catalog rows (bounds, lon/lat corners; calling thread) and their SQLite
     transaction (writer thread), one batch at a time."""
     from rs_text_search.core.index import STATUS, TileIndex
-    from rs_text_search.core.indexing import _Batch, _batch_rows, _new_meta, _write_rows
+    from rs_text_search.core.indexing import _new_meta
     from rs_text_search.core.model import BATCH_SIZES
+    from rs_text_search.core.pipeline import Batch, batch_rows, write_rows
 
     batch_size = BATCH_SIZES[model.provider]
 
@@ -95,7 +96,7 @@ def _write_ms(source, model, tiles: list, work: Path) -> float:
             if number == 1 or len(batches) == 1:
                 started = time.perf_counter()
             status = [STATUS["embedded"]] * len(chunk)
-            _write_rows(db, _batch_rows(source, _Batch(chunk, status, np.zeros(0)), vectors[: len(chunk)]))
+            write_rows(db, batch_rows(source, Batch(chunk, status, np.zeros(0)), vectors[: len(chunk)]))
         seconds = time.perf_counter() - started
         db.close()
     finally:
@@ -114,8 +115,8 @@ def stage_costs(raster: Path, model, single_thread_model, count: int, work: Path
 
     Tiles are consecutive, as the pipeline reads them, so decoded GDAL blocks are reused the same way.
     """
-    from rs_text_search.core.indexing import _classify
     from rs_text_search.core.model import BATCH_SIZES
+    from rs_text_search.core.pipeline import classify
     from rs_text_search.core.sources import RasterioSource
 
     batch_size = BATCH_SIZES[model.provider]  # preprocessed a batch at a time, as the pipeline does
@@ -140,7 +141,7 @@ def stage_costs(raster: Path, model, single_thread_model, count: int, work: Path
     encode_1thread_ms = round((time.perf_counter() - started) / len(batch) * 1000, 3)
     costs = {
         "read_decode_ms": read_ms,
-        "classify_ms": per_tile_ms(lambda: [_classify(r, v) for r, v in reads]),
+        "classify_ms": per_tile_ms(lambda: [classify(r, v) for r, v in reads]),
         "preprocess_ms": per_tile_ms(lambda: [model.preprocess(rgbs[i : i + batch_size])
                                               for i in range(0, len(rgbs), batch_size)]),
         "write_ms": write_ms,
@@ -160,8 +161,8 @@ def run(model_dir: Path, large: tuple[Path, dict], small: tuple[Path, dict], wor
     models: the encoder per ONNX Runtime setting (:func:`bench.sweep.encoder_models`);
     gdal_variant: also index the large and small rasters with GDAL's own default block cache.
     """
-    from rs_text_search.core.indexing import DEFAULT_READERS
     from rs_text_search.core.model import BATCH_SIZES
+    from rs_text_search.core.pipeline import DEFAULT_READERS
 
     from .sweep import encoder_rate
 

@@ -6,12 +6,12 @@ computer; ``index --scheduler ADDRESS`` uses a running cluster. Without either, 
 loads on a QGIS without it.
 
 - mappers (the workers): a task is one chunk of ``CHUNK_BATCHES`` encoder batches of one raster's tiles,
-  read, classified and preprocessed (``indexing.read_tiles``) and encoded; it returns the tiles' statuses
+  read, classified and preprocessed (``pipeline.read_tiles``) and encoded; it returns the tiles' statuses
   and the vectors of the embedded ones. The chunks of a large raster spread over the workers. Each
   worker process loads the model once (``_worker_model``) and refuses a model or a raster file that is
   not the one this process indexes (checked by hash and file identity).
 - writer (this process; no worker writes the cache, nor needs to reach it): each finished chunk becomes
-  catalog rows (``indexing._batch_rows``), written in one SQLite transaction (``indexing._write_rows``),
+  catalog rows (``pipeline.batch_rows``), written in one SQLite transaction (``pipeline.write_rows``),
   so Ctrl-C, a killed client or a lost cluster keeps every finished chunk, and the next run, on Dask or
   not, resumes after it; a raster whose tiles are all written is finished as ``build_index`` finishes it
   (``indexing.finish_index``). The cache layout is the in-process one, index keys included.
@@ -39,20 +39,9 @@ import numpy as np
 
 from .errors import Cancelled, ClusterError, ModelError, RasterError, RsTextSearchError
 from .index import TileIndex
-from .indexing import (
-    IndexingStats,
-    IndexPlan,
-    _Batch,
-    _batch_rows,
-    _mark_certainly_empty,
-    _write_rows,
-    finish_index,
-    index_errors,
-    one_blas_thread,
-    plan_index,
-    read_tiles,
-)
+from .indexing import IndexingStats, IndexPlan, finish_index, index_errors, plan_index
 from .model import Model, load_model
+from .pipeline import Batch, batch_rows, mark_certainly_empty, one_blas_thread, read_tiles, write_rows
 from .sources import RasterioSource, RasterSource, raster_identity
 from .tiling import GridSpec, Tile
 
@@ -201,11 +190,11 @@ class _Raster:
     db: object = field(default=None, repr=False)
 
     def write(self, tiles: list[Tile], status: np.ndarray, vectors: np.ndarray) -> None:
-        rows = _batch_rows(self.source, _Batch(tiles, [int(s) for s in status], _NO_PIXELS), vectors)
+        rows = batch_rows(self.source, Batch(tiles, [int(s) for s in status], _NO_PIXELS), vectors)
         with index_errors(self.source, self.plan.index.directory):
             if self.db is None:
                 self.db = self.plan.index.connect()
-            _write_rows(self.db, rows)
+            write_rows(self.db, rows)
 
     def close(self) -> None:
         if self.db is not None:
@@ -268,7 +257,7 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
         # Regions the raster's coverage shows without a valid pixel are written as nodata here, unread, as
         # build_index does: no worker reads the empty blocks of a sparse GeoTIFF.
         with index_errors(source, plan.index.directory), closing(plan.index.connect()) as db:
-            to_read = _mark_certainly_empty(source, db, todo, len(plan.done), len(plan.tiles), None, is_cancelled)
+            to_read = mark_certainly_empty(source, db, todo, len(plan.done), len(plan.tiles), None, is_cancelled)
         rasters[i] = _Raster(source, plan, spec, to_read, -(-len(to_read) // chunk_tiles), started,
                              not_read=len(todo) - len(to_read))
     total, done = sum(len(p.tiles) for p in plans), sum(len(p.done) for p in plans)

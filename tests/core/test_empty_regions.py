@@ -100,9 +100,9 @@ def test_an_all_nodata_raster_ends_without_reading_a_tile(tmp_path, cache, tiny_
 
 
 def test_cancelling_while_marking_keeps_what_was_written_and_resumes(tmp_path, cache, tiny_model, reads, monkeypatch):
-    import rs_text_search.core.indexing as indexing
+    import rs_text_search.core.pipeline as pipeline
 
-    monkeypatch.setattr(indexing, "EMPTY_BATCH_TILES", 50)
+    monkeypatch.setattr(pipeline, "EMPTY_BATCH_TILES", 50)
     path, _ = write_sparse(tmp_path / "islands.tif")
     checks = iter([False, False, True])  # before each batch of 50 unread tiles
     with open_raster(path) as source, pytest.raises(Cancelled, match="100 of 225 tiles are kept"):

@@ -96,10 +96,10 @@ def test_cancel_keeps_finished_batches_and_resume_completes(tmp_path, cache, tin
 
 
 def test_a_failed_write_stops_indexing_and_keeps_the_batches_before_it(tmp_path, cache, tiny_model, monkeypatch):
-    import rs_text_search.core.indexing as indexing
+    import rs_text_search.core.pipeline as pipeline
 
     path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
-    real_write, writes = indexing._write_rows, []
+    real_write, writes = pipeline.write_rows, []
 
     def failing_write(*args):
         writes.append(1)
@@ -107,7 +107,7 @@ def test_a_failed_write_stops_indexing_and_keeps_the_batches_before_it(tmp_path,
             raise sqlite3.OperationalError("database or disk is full")
         real_write(*args)
 
-    monkeypatch.setattr(indexing, "_write_rows", failing_write)
+    monkeypatch.setattr(pipeline, "write_rows", failing_write)
     with open_raster(path) as source, pytest.raises(CacheError, match="is full; free some space"):
         build_index(source, tiny_model, batch_size=2, readers=1)
     (folder,) = (cache / "indexes").iterdir()
