@@ -40,7 +40,7 @@ from .errors import Cancelled, RasterError
 from .index import STATUS
 from .model import Model
 from .sources import RasterSource
-from .tiling import Tile, certainly_empty, window_bounds
+from .tiling import Tile, certainly_empty, windows_bounds
 
 __all__ = ["Batch", "classify", "mark_certainly_empty", "one_blas_thread", "cancelled_error", "run_pipeline",
            "read_tiles", "batch_rows", "write_rows", "DEFAULT_READERS", "Progress"]
@@ -256,23 +256,31 @@ def read_tiles(source: RasterSource, model: Model, tiles: list[Tile]) -> Batch:
 
 def batch_rows(source: RasterSource, batch: Batch, vectors: np.ndarray | None) -> list[tuple]:
     """The catalog rows of a batch. Runs on the calling thread: a QGIS source's coordinate
-    transform must stay on the thread that uses it (PROJ contexts are per thread)."""
-    transform = source.transform
-    bounds = [window_bounds(transform, t.window) for t in batch.tiles]
+    transform must stay on the thread that uses it (PROJ contexts are per thread). Bounds and corners
+    are computed for the whole batch in numpy (an all-nodata raster of 1.6M tiles writes nothing else)."""
+    boxes = np.array([(t.window.col_off, t.window.row_off, t.window.width, t.window.height) for t in batch.tiles],
+                     dtype=np.int64).reshape(-1, 4)
+    bounds = windows_bounds(source.transform, boxes)
     corners = [None] * len(bounds)
-    if source.crs_wkt:
-        xs = np.array([[b[0], b[2], b[2], b[0]] for b in bounds]).ravel()
-        ys = np.array([[b[3], b[3], b[1], b[1]] for b in bounds]).ravel()
+    if source.crs_wkt and len(bounds):
+        xs = bounds[:, [0, 2, 2, 0]].ravel()  # the envelope's corners clockwise from top-left
+        ys = bounds[:, [3, 3, 1, 1]].ravel()
         lonlat = source.to_wgs84(xs, ys)
         if lonlat is not None:
-            lon, lat = (np.round(a, 9).reshape(-1, 4) for a in lonlat)
-            corners = [json.dumps([[float(x), float(y)] for x, y in zip(lo, la)]) for lo, la in zip(lon, lat)]
+            pairs = np.stack([np.round(a, 9) for a in lonlat], axis=-1).reshape(-1, 8)
+            if np.isfinite(pairs).all():  # repr of a float is what json writes for it
+                corners = [_CORNERS_JSON % tuple(row) for row in pairs.tolist()]
+            else:
+                corners = [json.dumps(row.reshape(4, 2).tolist()) for row in pairs]
     rows, vector_iter = [], iter(vectors if vectors is not None else [])
-    for tile, code, box, corner in zip(batch.tiles, batch.status, bounds, corners):
+    for tile, code, box, corner in zip(batch.tiles, batch.status, bounds.tolist(), corners):
         blob = next(vector_iter).astype(np.float32).tobytes() if code == STATUS["embedded"] else None
         w = tile.window
         rows.append((tile.index, tile.row, tile.col, w.col_off, w.row_off, w.width, w.height, *box, corner, code, blob))
     return rows
+
+
+_CORNERS_JSON = "[[%r, %r], [%r, %r], [%r, %r], [%r, %r]]"
 
 
 def write_rows(db, rows: list[tuple]) -> None:

@@ -152,6 +152,18 @@ def window_bounds(transform: tuple[float, ...], window: Window) -> Bounds:
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def windows_bounds(transform: tuple[float, ...], boxes: np.ndarray) -> np.ndarray:
+    """``window_bounds`` of many windows at once: ``boxes`` [n, 4] (col_off, row_off, width, height) to [n, 4]
+    (minx, miny, maxx, maxy), the same arithmetic in the same order, so the same floats."""
+    x0, a, b, y0, d, e = transform
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    cols = boxes[:, [0, 0, 0, 0]] + boxes[:, [2]] * np.array([0, 0, 1, 1])  # corners (0,0) (0,h) (w,0) (w,h)
+    rows = boxes[:, [1, 1, 1, 1]] + boxes[:, [3]] * np.array([0, 1, 0, 1])
+    xs = x0 + cols * a + rows * b
+    ys = y0 + cols * d + rows * e
+    return np.stack([xs.min(axis=1), ys.min(axis=1), xs.max(axis=1), ys.max(axis=1)], axis=1)
+
+
 def window_corners(transform: tuple[float, ...], window: Window) -> list[list[float]]:
     """The window's four corners ``[[x, y] x 4]`` in the raster's CRS, clockwise from top-left (pixel
     order; rotation-safe, unlike the envelope of ``window_bounds``)."""

@@ -86,3 +86,16 @@ def test_pixel_ground_size_in_metres_for_projected_and_geographic_crs():
 ])
 def test_tiles_cover_the_ground_of_a_training_image(raster_m, expected):
     assert matched_tile_px(128, 0.6096, raster_m) == expected
+
+
+def test_windows_bounds_gives_the_same_floats_as_window_bounds_one_by_one():
+    from rs_text_search.core.tiling import windows_bounds
+
+    rng = np.random.default_rng(3)
+    boxes = np.column_stack([rng.integers(0, 100_000, 500), rng.integers(0, 100_000, 500),
+                             rng.integers(1, 1_000, 500), rng.integers(1, 1_000, 500)])
+    for transform in [(500_000.0, 0.3, 0.0, 4_000_000.0, 0.0, -0.3),  # north up
+                      (-71.1, 1e-5 / 3, 2e-6, 42.3, 1.7e-6, -1e-5 / 3),  # rotated, degrees
+                      (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)]:  # pixel coordinates
+        expected = [window_bounds(transform, Window(*map(int, box))) for box in boxes]
+        assert windows_bounds(transform, boxes).tolist() == [list(b) for b in expected]
