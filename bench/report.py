@@ -339,6 +339,7 @@ def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:
     gpu = machine["gpu"]
     gpu_text = gpu["name"] if gpu.get("name") else ("CUDA provider present" if gpu.get("ort_cuda") else "none")
     preset = run["preset"]
+    scale_tiles = (run["figures"].get("scale") or {}).get("tiles") or preset.get("scale_tiles")  # a kept figure's own
     reproduce = run.get("make_target") or run["command"]
     lines = [f"## Run `{mode}`", "",
              f"- **Reproduce:** `{reproduce}`" + (f" (runs `{run['command']}`)" if run.get("make_target") else ""),
@@ -356,8 +357,7 @@ def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:
              f"- **Sizes:** rasters {preset['large_px']:,} px (large), {preset['small_px']:,} px (small) and "
              f"{preset.get('medium_px', 0):,} px (interleaved rounds), square; search at "
              + ", ".join(f"{s:,}" for s in preset["search_sizes"]) + " tiles"
-             + (f"; collection scale (figure 6) at {preset['scale_tiles']:,} tiles" if preset.get("scale_tiles")
-                else ""),
+             + (f"; collection scale (figure 8) at {scale_tiles:,} tiles" if scale_tiles else ""),
              f"- **Took:** {run['seconds_total']:,} s ("
              + ", ".join(f"{k} {v} s" for k, v in run["seconds_per_figure"].items()) + ")"]
     lines += [f"- **Kept from an earlier run of this mode** (`--figures` re-measured only the others): {name}, "
@@ -392,7 +392,8 @@ def render(results: dict[str, Any], charts: dict[str, dict[str, str]] | None = N
              "Each run below is one invocation: every ratio in it compares numbers measured in that same run "
              "on the same machine. Nothing here is a pass/fail test; targets come from issue 6 "
              "(figures 6 and up: issue 11). "
-             "`make bench-quick` (`--quick`) runs smaller sizes; `python -m bench --full` runs the full sizes "
+             "`make bench-quick` (`--quick`) runs smaller sizes; `make bench-scale` measures figure 8 at "
+             "10,000,000 tiles; `python -m bench --full` runs the full sizes "
              "(20,000 px raster, search up to 1,000,000 tiles, figure 8 at 10,000,000); `python -m bench --render` "
              "redraws this file and "
              "its charts (`bench/figures/`) from the results without measuring.", ""]
