@@ -72,6 +72,11 @@ def fit_text_map(images: np.ndarray, texts: np.ndarray, caption_text: np.ndarray
     if any(len(c) == 0 for c in captions_of):
         raise ParamsError("every training image needs at least one caption")
     caption_text_t = torch.from_numpy(np.asarray(caption_text, dtype=np.int64))
+    # has[i, u]: image i has distinct caption u. UCM repeats captions verbatim across the images of a class
+    # ("there are many buildings"): in a batch, such a caption is a positive for every image that has it,
+    # not a negative for all but one.
+    has = torch.zeros(n_images, len(texts), dtype=torch.bool)
+    has[torch.from_numpy(np.asarray(caption_image, dtype=np.int64)), caption_text_t] = True
     head = torch.nn.Linear(dim, dim)
     with torch.no_grad():
         head.weight.copy_(torch.eye(dim))
@@ -91,8 +96,9 @@ def fit_text_map(images: np.ndarray, texts: np.ndarray, caption_text: np.ndarray
             caption = caption_text_t[picks]
             view = torch.randint(views, (len(ids),), generator=generator)
             logits = log_scale.exp() * image_t[view, ids] @ F.normalize(head(text_t[caption]), dim=1).T
-            target = torch.arange(len(ids))
-            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            positive = has[ids][:, caption].float()  # [images, captions]; the diagonal is always set
+            loss = (F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
+                    + F.cross_entropy(logits.T, positive.T / positive.T.sum(1, keepdim=True))) / 2
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
