@@ -17,8 +17,9 @@ Why it helps: an ensemble's text side is its members' text projections, each tra
 image tower, then concatenated and projected (``training.ensemble``): nothing ever fitted that text
 side to the ensemble's image embeddings. On the bundled model it adds 2.8 mR on UCM-Captions val (2.0
 re-ranked; training/README.md), and indexing speed is untouched. An image-side map as well, or a
-small MLP instead of the linear map, did worse on val (overfitting 1,680 images). The image tower's bytes are unchanged, but
-the model's identity covers text.onnx, so indexes made with the model before are made again.
+small MLP instead of the linear map, did worse on val (overfitting 1,680 images). The image tower's
+bytes are unchanged, but the model's identity covers text.onnx, so indexes made with the model before
+are made again. A model already re-aligned is refused: re-align the model it was made from.
 
 Verified before the folder is published: the engine loads it, its image embeddings are the base model's
 bit for bit, and its text embeddings are the map applied to the base model's. The base and the new
@@ -154,6 +155,10 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
         raise ParamsError(f"'{model_dir}' is not a model directory (it has no manifest.json).")
     if out.exists() and not overwrite:
         raise ParamsError(f"'{out}' already exists; pass --overwrite to replace it.")
+    earlier = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8")).get("training", {}).get("realign")
+    if earlier:
+        raise ParamsError(f"'{model_dir}' is already re-aligned; re-align the model it was made from "
+                          f"('{earlier['base']['directory']}') instead.")
     try:
         base = load_model(model_dir, provider="cpu")
     except ModelError as exc:

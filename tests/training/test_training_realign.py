@@ -69,6 +69,10 @@ def test_realign_fits_the_text_side_and_leaves_the_image_tower(ucm_slice, base_m
     pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     np.testing.assert_array_equal(aligned.embed_images(pixels), base.embed_images(pixels))
 
+    again = ["--model", str(out), "--data", str(ucm_slice), "--out", str(tmp_path / "twice"), "--no-progress"]
+    assert main(again) == 2  # a second map on top of the first is refused: re-align the base instead
+    assert "is already re-aligned" in capsys.readouterr().err and not (tmp_path / "twice").exists()
+
 
 
 def test_the_fitted_map_undoes_a_rotated_text_space() -> None:
