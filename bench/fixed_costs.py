@@ -66,26 +66,40 @@ def overhead(model_dir: Path, work: Path, counts: list[int], rounds: int = 1,
             runs[name].append(_child(engine, "overhead", str(model_dir), str(work), ",".join(map(str, counts)),
                                      str(work / f"cache-{name}-{round_}")))
             shutil.rmtree(work / f"cache-{name}-{round_}", ignore_errors=True)
-    summary = {name: _median_stretches(r) for name, r in runs.items()}
-    last = summary["after"][-1]
-    figure = {"counts": counts, "rounds": rounds, "baseline_commit": baseline, "runs": runs, "summary": summary,
+    figure = {"counts": counts, "rounds": rounds, "baseline_commit": baseline, "runs": runs,
               "encode_ms_by_batch": runs["after"][0]["encode_ms_by_batch"],
               "tile_px": runs["after"][0]["tile_px"]}
-    figure["targets"] = [{"name": f"overhead per raster, rasters {last['from']:,} to {last['to']:,}",
-                          "value": last["overhead_ms"], "target": f"< {OVERHEAD_TARGET_MS:.0f} ms",
-                          "pass": last["overhead_ms"] < OVERHEAD_TARGET_MS}]
-    return figure
+    return summarise(figure)
 
 
-def _median_stretches(runs: list[dict]) -> list[dict]:
+def summarise(figure: dict[str, Any]) -> dict[str, Any]:
+    """The figure's medians over rounds per stretch, and its target row, from its runs.
+
+    Two overheads per stretch: wall time less the encoder's time for the tiles as timed apart at the start of
+    the child (median of a tight loop), and less the encoder calls as the pipeline timed them on those very
+    tiles. The first swings with the machine: in one run the tight loop timed a 1-tile call at 18.0 ms in the
+    first round and 14.4 ms in the second, moving that overhead from 18 to 29 ms while the second stayed at
+    13-16 ms. The target row takes the second: what indexing costs beyond encoding the raster's tiles.
+    """
     import statistics
 
-    out = []
-    for i, stretch in enumerate(runs[0]["stretches"]):
-        values = [r["stretches"][i]["overhead_ms"] for r in runs]
-        out.append({**stretch, "overhead_ms": round(statistics.median(values), 1),
-                    "overhead_ms_by_round": values})
-    return out
+    summary = {}
+    for name, runs in figure["runs"].items():
+        summary[name] = []
+        for i, stretch in enumerate(runs[0]["stretches"]):
+            apart = [r["stretches"][i]["overhead_ms"] for r in runs]
+            in_run = [r["stretches"][i]["overhead_ms_pipeline_encode"] for r in runs]
+            summary[name].append({**stretch, "overhead_ms": round(statistics.median(apart), 1),
+                                  "overhead_ms_by_round": apart,
+                                  "overhead_ms_pipeline_encode": round(statistics.median(in_run), 1),
+                                  "overhead_ms_pipeline_encode_by_round": in_run})
+    last = summary["after"][-1]
+    figure["summary"] = summary
+    figure["targets"] = [{"name": f"overhead per raster beyond encoding its tiles, rasters {last['from']:,} to "
+                                  f"{last['to']:,}",
+                          "value": last["overhead_ms_pipeline_encode"], "target": f"< {OVERHEAD_TARGET_MS:.0f} ms",
+                          "pass": last["overhead_ms_pipeline_encode"] < OVERHEAD_TARGET_MS}]
+    return figure
 
 
 def empty(model_dir: Path, work: Path, side_px: int, before_side_px: int) -> dict[str, Any]:
