@@ -344,7 +344,7 @@ def _run_section(mode: str, run: dict, charts: dict[str, str]) -> list[str]:
     gpu = machine["gpu"]
     gpu_text = gpu["name"] if gpu.get("name") else ("CUDA provider present" if gpu.get("ort_cuda") else "none")
     preset = run["preset"]
-    scale_tiles = (run["figures"].get("scale") or {}).get("tiles") or preset.get("scale_tiles")  # a kept figure's own
+    scale_tiles = (run["figures"].get("scale") or {}).get("tiles")  # the figure's own size, when it is in the run
     reproduce = run.get("make_target") or run["command"]
     lines = [f"## Run `{mode}`", "",
              f"- **Reproduce:** `{reproduce}`" + (f" (runs `{run['command']}`)" if run.get("make_target") else ""),
