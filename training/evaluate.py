@@ -136,6 +136,11 @@ TTA_VIEWS = {
 }
 
 
+def view_of(pixels: np.ndarray, quarter_turns: int, flip: bool) -> np.ndarray:
+    """One test-time view of an HxWx3 image: ``quarter_turns`` after an optional left-right flip."""
+    return np.ascontiguousarray(np.rot90(pixels[:, ::-1] if flip else pixels, quarter_turns))
+
+
 def with_views(embed_images, tta: str):
     """``embed_images`` averaged over the :data:`TTA_VIEWS` of ``tta`` and normalised again."""
     views = TTA_VIEWS[tta]
@@ -143,8 +148,7 @@ def with_views(embed_images, tta: str):
         return embed_images
 
     def embed(pixels: list[np.ndarray]) -> np.ndarray:
-        total = sum(embed_images([np.ascontiguousarray(np.rot90(p[:, ::-1] if flip else p, k)) for p in pixels])
-                    for k, flip in views)  # fmt: skip
+        total = sum(embed_images([view_of(p, k, flip) for p in pixels]) for k, flip in views)
         return total / np.linalg.norm(total, axis=1, keepdims=True)
 
     return embed

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .ensemble import _unit, _write_manifest
 from .onnx_export import TEXT_FILE, ExportError, _publish, _sha256
 from .params import ArgumentParser, ParamsError
 
@@ -50,11 +51,11 @@ def _view_embeddings(engine, pixels: list[np.ndarray], views: str, progress: boo
     """[views, N, D] engine image embeddings of ``pixels`` under the test-time views of ``views``."""
     from tqdm import tqdm
 
-    from .evaluate import TTA_VIEWS
+    from .evaluate import TTA_VIEWS, view_of
 
     out = []
     for k, flip in tqdm(TTA_VIEWS[views], desc=f"training images, {views} views", disable=not progress):
-        out.append(engine.embed_images([np.ascontiguousarray(np.rot90(p[:, ::-1] if flip else p, k)) for p in pixels]))
+        out.append(engine.embed_images([view_of(p, k, flip) for p in pixels]))
     return np.stack(out).astype(np.float32)
 
 
@@ -131,10 +132,6 @@ def append_text_map(source: Path, target: Path, weight: np.ndarray, bias: np.nda
     onnx.save(model, str(target))
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
 def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views: str = "d8", epochs: int = 40,
             lr: float = 1e-3, batch_size: int = 128, weight_decay: float = 0.01, seed: int = 0,
             overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -155,7 +152,8 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
         raise ParamsError(f"'{model_dir}' is not a model directory (it has no manifest.json).")
     if out.exists() and not overwrite:
         raise ParamsError(f"'{out}' already exists; pass --overwrite to replace it.")
-    earlier = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8")).get("training", {}).get("realign")
+    manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+    earlier = manifest.get("training", {}).get("realign")
     if earlier:
         raise ParamsError(f"'{model_dir}' is already re-aligned; re-align the model it was made from "
                           f"('{earlier['base']['directory']}') instead.")
@@ -178,9 +176,8 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
     try:
         shutil.copytree(model_dir, staging)
         append_text_map(model_dir / TEXT_FILE, staging / TEXT_FILE, weight, bias)
-        manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
         manifest["files"][TEXT_FILE] = _sha256(staging / TEXT_FILE)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _write_manifest(staging, manifest)  # the engine checks the new text.onnx against it
         aligned = load_model(staging, provider="cpu")
         held_pixels = _pixels(held_out)
         probe = [c for r in held_out for c in r.captions][:64]
@@ -200,7 +197,7 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
             "n_distinct_captions": len(distinct), "loss_per_epoch": [round(v, 4) for v in losses]}}
         manifest["metrics"] = {"split": split, "data": str(data), **after[0], "rerank": after[1]}
         manifest.setdefault("export", {})["realign"] = {"text_max_abs_diff": text_diff, "image_equal": image_same}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _write_manifest(staging, manifest)
         _publish(staging, out, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

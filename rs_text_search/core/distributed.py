@@ -232,8 +232,7 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
             raise ValueError(f"'{source.name}' is not a raster file that Dask workers can open")
 
     def finish(i: int, raster: _Raster) -> None:
-        raster.close()
-        del rasters[i]
+        rasters.pop(i).close()
         try:
             results[i] = raster.plan.index, finish_index(raster.source, raster.plan, raster.started,
                                                          raster.encode_seconds, not_read=raster.not_read)
@@ -296,8 +295,7 @@ def build_indexes(jobs: Sequence[tuple[RasterSource, GridSpec]], model: Model, c
             try:
                 status, vectors, encode_seconds = _chunk_result(future, raster)
             except RasterError as exc:
-                raster.close()
-                del rasters[i]
+                rasters.pop(i).close()
                 give_up(i, exc)
                 status = None
             future.release()
