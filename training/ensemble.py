@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, _publish, _sha256
+from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, _sha256, staged
 from .params import ArgumentParser, ParamsError
 
 __all__ = ["Member", "build_ensemble", "main"]
@@ -281,10 +280,8 @@ def build_ensemble(members: list[Member], out: Path, name: str | None = None, da
     if out.exists() and not overwrite:
         raise ParamsError(f"'{out}' already exists; pass --overwrite to replace it.")
     largest = max(members, key=lambda m: m.size)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "vocab").mkdir(parents=True)
-    try:
+    with staged(out, overwrite) as staging:
+        (staging / "vocab").mkdir(parents=True)
         vocab_rel = largest.manifest["text"]["tokenizer"]["vocab"]
         shutil.copyfile(largest.directory / vocab_rel, staging / vocab_rel)
         projection = None
@@ -305,10 +302,6 @@ def build_ensemble(members: list[Member], out: Path, name: str | None = None, da
             manifest["metrics"] = report["metrics"]
             manifest["export"]["check"] = {k: report[k] for k in ("text_max_abs_diff", "image_min_cosine")}
             _write_manifest(staging, manifest)
-        _publish(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

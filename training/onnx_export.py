@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,20 @@ def _publish(staging: Path, target: Path, overwrite: bool) -> None:
         os.replace(staging, target)
 
 
+@contextmanager
+def staged(target: Path, overwrite: bool) -> Iterator[Path]:
+    """A staging folder path beside ``target`` (not made yet): moved onto ``target`` when the block ends
+    (``_publish``), removed when it raises, so a model directory is never left half written."""
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+        _publish(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def write_model_dir(
     model: nn.Module,
     target: Path,
@@ -206,10 +221,8 @@ def write_model_dir(
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not overwrite:
         raise ExportError(f"'{target}' already exists; pass overwrite to replace it")
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "vocab").mkdir(parents=True)
-    try:
+    with staged(target, overwrite) as staging:
+        (staging / "vocab").mkdir(parents=True)
         captions = parity_captions or PARITY_CAPTIONS
         token_ids = tokenize(list(captions))
         if parity_pixels is None:
@@ -249,10 +262,6 @@ def write_model_dir(
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if check is not None:
             report["check"] = check(staging)
-        _publish(staging, target, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report["directory"] = str(target)
     report["manifest"] = manifest
     return report

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .ensemble import _unit, _write_manifest
-from .onnx_export import TEXT_FILE, ExportError, _publish, _sha256
+from .onnx_export import TEXT_FILE, ExportError, _sha256, staged
 from .params import ArgumentParser, ParamsError
 
 __all__ = ["fit_text_map", "append_text_map", "realign", "main"]
@@ -171,9 +170,7 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
     weight, bias, losses = fit_text_map(images, texts, caption_text.reshape(-1), caption_image,
                                         logit_scale=float(base.manifest.get("logit_scale") or 20.0), epochs=epochs,
                                         lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staged(out, overwrite) as staging:
         shutil.copytree(model_dir, staging)
         append_text_map(model_dir / TEXT_FILE, staging / TEXT_FILE, weight, bias)
         manifest["files"][TEXT_FILE] = _sha256(staging / TEXT_FILE)
@@ -198,10 +195,6 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
         manifest["metrics"] = {"split": split, "data": str(data), **after[0], "rerank": after[1]}
         manifest.setdefault("export", {})["realign"] = {"text_max_abs_diff": text_diff, "image_equal": image_same}
         _write_manifest(staging, manifest)
-        _publish(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
