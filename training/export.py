@@ -19,7 +19,6 @@ Any disagreement fails loudly (exit 1) and leaves no model directory behind; bad
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from .metrics import evaluate_scores
 from .models import make_tokenizer, vocab_source
 from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, RotationAveraged, write_model_dir
 from .params import ArgumentParser, ParamsError
+from .quantize import quantize_int8
 
 __all__ = ["quantize_dir", "export_checkpoint", "main"]
 
@@ -42,7 +42,7 @@ QUANT_MIN_COSINE = 0.95  # a quantised tower whose worst embedding drifts furthe
 
 def quantize_dir(directory: Path, mode: str, towers: str = "both") -> dict[str, Any]:
     """Rewrite image.onnx and/or text.onnx (``towers``: both, image, text) in place as ``int8``
-    (dynamic, weights) or ``fp16`` (fp32 I/O)."""
+    (MatMul and Gather weights; weight-only, see ``training.quantize``) or ``fp16`` (fp32 I/O)."""
     import onnx
 
     sizes = {}
@@ -53,15 +53,7 @@ def quantize_dir(directory: Path, mode: str, towers: str = "both") -> dict[str, 
         path = directory / name
         before = path.stat().st_size
         if mode == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            tmp = path.with_name(name + ".int8")
-            logging.disable(logging.WARNING)  # ORT advises pre-processing on the root logger every time
-            try:
-                quantize_dynamic(path, tmp, weight_type=QuantType.QInt8, per_channel=True)
-            finally:
-                logging.disable(logging.NOTSET)
-            tmp.replace(path)
+            quantize_int8(path)  # int8 weights, float activations: batch-invariant (training/quantize.py)
         elif mode == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
