@@ -139,11 +139,18 @@ def manifest_ground_m_per_px(manifest: dict) -> float | None:
 
 
 def model_sha256(manifest: dict) -> str:
-    """Identity of a model: its files' checksums plus the settings that change embeddings."""
+    """Identity of a model's embedding space, the key of every index it makes: the image tower's checksum
+    plus the settings that change tile embeddings (input size, normalisation, resizing) and their width.
+
+    The text side (text.onnx, tokenizer) is left out on purpose: an index holds image embeddings only,
+    and a model whose text side alone was re-fitted to the same image tower (``training.realign``,
+    ``training.quantize``) searches the indexes it already has instead of making the user embed every
+    raster again. A new image tower, or new preprocessing, is a new identity."""
+    image_file = manifest["image"].get("file", "image.onnx")
     identity = {
-        "files": manifest["files"],
+        "image_file": manifest["files"].get(image_file),
         "image": manifest["image"],
-        "tokenizer": manifest["text"].get("tokenizer"),
+        "embed_dim": manifest["embed_dim"],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

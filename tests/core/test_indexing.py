@@ -154,6 +154,45 @@ def test_index_of_another_model_is_never_mixed(tmp_path, cache, tiny_model, othe
     assert list_indexes(cache, model_sha256=other.sha256) == []
 
 
+def test_a_text_side_refit_keeps_the_indexes_and_a_new_image_side_does_not(tmp_path, cache, tiny_model_dir):
+    """The identity an index is keyed on is the image tower's: a model whose text side alone changed
+    (training.realign, training.quantize) searches the indexes made before, with its own query embeddings."""
+    import json
+    import shutil
+
+    from rs_text_search.core.model import file_sha256, load_model, read_manifest
+    from training.realign import append_text_map
+
+    refit = shutil.copytree(tiny_model_dir, tmp_path / "refit")
+    dim = read_manifest(tiny_model_dir)["embed_dim"]
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(dim, dim)))[0]
+    append_text_map(tiny_model_dir / "text.onnx", refit / "text.onnx", rotation, np.zeros(dim))
+    manifest = read_manifest(refit, verify_files=False)
+    manifest["files"]["text.onnx"] = file_sha256(refit / "text.onnx")
+    (refit / "manifest.json").write_text(json.dumps(manifest))
+    base, refitted = load_model(tiny_model_dir, provider="cpu"), load_model(refit, provider="cpu")
+    assert refitted.sha256 == base.sha256
+    assert not np.allclose(refitted.embed_texts(["a lake"]), base.embed_texts(["a lake"]))
+
+    path = tiles_raster(tmp_path / "t.tif", 32, SEEDS)
+    with open_raster(path) as source:
+        index, _ = build_index(source, base)
+    with open_raster(path) as source:
+        again, stats = build_index(source, refitted)
+    assert again.directory == index.directory and stats.tiles_done_before == stats.tiles_total  # nothing re-embedded
+    hits = Searcher(refitted, [index]).search_text("a lake", top_k=3)
+    query = refitted.embed_texts(["a lake"])[0]
+    expected = [float(index.vectors([index.parse_tile_id(h.tile_id)])[0] @ query) for h in hits]
+    assert [h.score for h in hits] == pytest.approx(expected, abs=1e-5) and len(hits) == 3
+
+    resized = shutil.copytree(tiny_model_dir, tmp_path / "resized")
+    manifest = read_manifest(resized, verify_files=False)
+    manifest["image"]["interpolation"] = "bilinear" if manifest["image"]["interpolation"] != "bilinear" else "bicubic"
+    (resized / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexMismatchError, match="re-index"):
+        Searcher(load_model(resized, provider="cpu"), [index])
+
+
 def test_hnsw_agrees_with_exact_search_on_clustered_vectors():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(50, 32))
