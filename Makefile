@@ -101,7 +101,7 @@ bench-scale: setup
 #    (mean of UCM val mR, tag precision@10 and AID zero-shot top-1); about 65 minutes;
 # 2. the same trunk at 128 px on UCM-Captions train alone, 12 epochs (the previous bundled model's
 #    recipe); about 20 minutes.
-# Each is exported with an int8 text tower (identical in both, so the ensemble stores and runs it once).
+# Each is exported with a weight-only int8 text tower (identical in both, so the ensemble stores and runs it once).
 # 3. training.realign then fits the ensemble's text side to its image tower (a linear map appended to
 #    text.onnx, trained on UCM-Captions train images in 8 views against their captions; the image tower is
 #    kept byte for byte); a few minutes.
