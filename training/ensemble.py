@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, _sha256, staged
+from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, _sha256, run_model_command, staged
 from .params import ArgumentParser, ParamsError
 
 __all__ = ["Member", "build_ensemble", "main"]
@@ -408,19 +408,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-folder", help="class folder (e.g. AID) whose training images join the fit")
     parser.add_argument("--project-limit", type=int, default=0, help="images per source for the fit (0: all)")
     parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    try:
+    def build(args) -> dict[str, Any]:
         members = [Member(Path(d), w) for d, w in zip(args.member, _weights(args.weights, len(args.member)))]
         optional = {k: Path(v) if v else None for k, v in
                     (("data", args.data), ("project_data", args.project_data), ("project_folder", args.project_folder))}
-        manifest = build_ensemble(members, Path(args.out), args.name, split=args.split, overwrite=args.overwrite,
-                                  project_dim=args.project_dim, project_limit=args.project_limit, **optional)
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return build_ensemble(members, Path(args.out), args.name, split=args.split, overwrite=args.overwrite,
+                              project_dim=args.project_dim, project_limit=args.project_limit, **optional)
+
+    done = run_model_command(parser, argv, build)
+    if isinstance(done, int):
+        return done
+    args, manifest = done
     metrics = manifest.get("metrics", {})
     if metrics:
         print(f"{args.out}: embed_dim {manifest['embed_dim']}, {metrics['split']} mR {metrics['mR']:.2f} "

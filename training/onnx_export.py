@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -185,6 +186,32 @@ def staged(target: Path, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def model_dir_arguments(parser, model_help: str, data_help: str) -> None:
+    """The arguments of a command that turns a model directory into another: --model, --data, --split,
+    --out (which may be --model, with --overwrite), --overwrite."""
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--split", default="val", help="split verified and scored (default: val)")
+    parser.add_argument("--out", required=True, help="model directory to write (may be --model with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def run_model_command(parser, argv: list[str] | None, build: Callable[[Any], dict]) -> tuple[Any, dict] | int:
+    """``build(args)`` on ``parser``'s arguments from ``argv``: returns (args, the manifest it wrote), or the
+    exit code after one sentence on stderr: 2 for bad input, 1 for a model that failed its own checks."""
+    from .params import ParamsError
+
+    try:
+        args = parser.parse_args(argv)
+        return args, build(args)
+    except (ParamsError, OSError, ValueError) as exc:
+        error, code = exc, 2
+    except ExportError as exc:
+        error, code = exc, 1
+    print(f"error: {error}", file=sys.stderr)
+    return code
 
 
 def write_model_dir(

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, _sha256, staged
+from .onnx_export import IMAGE_FILE, TEXT_FILE, ExportError, _sha256, model_dir_arguments, run_model_command, staged
 from .params import ArgumentParser, ParamsError
 
 __all__ = ["weight_only", "quantize_int8", "convert_dir", "main"]
@@ -199,21 +199,13 @@ def convert_dir(model_dir: Path, out: Path, data: Path, *, split: str = "val",
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m training.quantize",
                             description="Make a model's dynamically quantised int8 towers weight-only.")
-    parser.add_argument("--model", required=True, help="model directory exported with --quantize int8 before")
-    parser.add_argument("--data", required=True, help="caption JSON (Karpathy format) to verify and score on")
-    parser.add_argument("--split", default="val", help="split verified and scored (default: val)")
-    parser.add_argument("--out", required=True, help="model directory to write (may be --model with --overwrite)")
-    parser.add_argument("--overwrite", action="store_true")
-    try:
-        args = parser.parse_args(argv)
-        manifest = convert_dir(Path(args.model), Path(args.out), Path(args.data), split=args.split,
-                               overwrite=args.overwrite)
-    except (ParamsError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model_dir_arguments(parser, "model directory exported with --quantize int8 before",
+                        "caption JSON (Karpathy format) to verify and score on")
+    done = run_model_command(parser, argv, lambda args: convert_dir(
+        Path(args.model), Path(args.out), Path(args.data), split=args.split, overwrite=args.overwrite))
+    if isinstance(done, int):
+        return done
+    args, manifest = done
     metrics, done = manifest["metrics"], manifest["export"]["weight_only_int8"]
     print(f"{args.out}: {', '.join(f'{k} {v} MatMuls' for k, v in done['matmuls'].items())} made weight-only; "
           f"{metrics['split']} mR {metrics['mR']:.2f} (re-ranked {metrics['rerank']['mR']:.2f})")

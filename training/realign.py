@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .ensemble import _unit, _write_manifest
-from .onnx_export import TEXT_FILE, ExportError, _sha256, staged
+from .onnx_export import TEXT_FILE, ExportError, _sha256, model_dir_arguments, run_model_command, staged
 from .params import ArgumentParser, ParamsError
 
 __all__ = ["fit_text_map", "append_text_map", "realign", "main"]
@@ -201,30 +201,22 @@ def realign(model_dir: Path, data: Path, out: Path, *, split: str = "val", views
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m training.realign",
                             description="Fit a model's text side to its own image tower, which stays as it is.")
-    parser.add_argument("--model", required=True, help="model directory whose image tower is kept")
-    parser.add_argument("--data", required=True, help="caption JSON (Karpathy format): fitted on its train split")
-    parser.add_argument("--split", default="val", help="split scored before and after (default: val)")
-    parser.add_argument("--out", required=True, help="model directory to write (may be --model with --overwrite)")
+    model_dir_arguments(parser, "model directory whose image tower is kept",
+                        "caption JSON (Karpathy format): fitted on its train split")
     parser.add_argument("--views", default="d8", help="views of each training image: none, rot4 or d8 (default)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
-    try:
-        args = parser.parse_args(argv)
-        manifest = realign(Path(args.model), Path(args.data), Path(args.out), split=args.split, views=args.views,
-                           epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                           weight_decay=args.weight_decay, seed=args.seed, overwrite=args.overwrite,
-                           progress=not args.no_progress)
-    except (ParamsError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    done = run_model_command(parser, argv, lambda args: realign(
+        Path(args.model), Path(args.data), Path(args.out), split=args.split, views=args.views, epochs=args.epochs,
+        lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay, seed=args.seed,
+        overwrite=args.overwrite, progress=not args.no_progress))
+    if isinstance(done, int):
+        return done
+    args, manifest = done
     base, now = manifest["training"]["realign"]["base"]["metrics"], manifest["metrics"]
     print(f"{args.out}: {now['split']} mR {base['mR']:.2f} -> {now['mR']:.2f} "
           f"(re-ranked {base['rerank']['mR']:.2f} -> {now['rerank']['mR']:.2f})")
