@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-folder", help="class folder (e.g. AID) whose training images join the fit")
     parser.add_argument("--project-limit", type=int, default=0, help="images per source for the fit (0: all)")
     parser.add_argument("--overwrite", action="store_true")
+
     def build(args) -> dict[str, Any]:
         members = [Member(Path(d), w) for d, w in zip(args.member, _weights(args.weights, len(args.member)))]
         optional = {k: Path(v) if v else None for k, v in

@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(done, int):
         return done
     args, manifest = done
-    metrics, done = manifest["metrics"], manifest["export"]["weight_only_int8"]
-    print(f"{args.out}: {', '.join(f'{k} {v} MatMuls' for k, v in done['matmuls'].items())} made weight-only; "
+    metrics, converted = manifest["metrics"], manifest["export"]["weight_only_int8"]
+    print(f"{args.out}: {', '.join(f'{k} {v} MatMuls' for k, v in converted['matmuls'].items())} made weight-only; "
           f"{metrics['split']} mR {metrics['mR']:.2f} (re-ranked {metrics['rerank']['mR']:.2f})")
     return 0
 
