@@ -112,3 +112,36 @@ def test_quantize_refuses_bad_input_in_one_sentence(float_model, ucm_slice, tmp_
         assert (out / "keep.txt").read_text() == "mine"
     else:
         assert not out.exists()
+
+
+def test_image_fp16_halves_the_image_file_and_keeps_its_embeddings(float_model, ucm_slice, tmp_path, capsys) -> None:
+    import onnx
+
+    from rs_text_search.core.model import load_model
+    from training.quantize import batch_drift, main
+
+    dynamic = _dynamic_int8_copy(float_model, tmp_path / "dynamic")
+    out = tmp_path / "fp16"
+    assert main(["--model", str(dynamic), "--data", str(ucm_slice), "--out", str(out), "--split", "train",
+                 "--image-fp16"]) == 0
+    said = capsys.readouterr().out
+    assert "made weight-only" in said and "stored as float16" in said
+    image = onnx.load(str(out / "image.onnx"))
+    halves = [i for i in image.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves and all(n.op_type == "Cast" for n in image.graph.node[:len(halves)])
+    saved = sum(len(i.raw_data) for i in halves)  # float16 bytes: what storing them as float32 took more
+    assert saved > 0.5 * (float_model / "image.onnx").stat().st_size / 2  # the weights are most of the file
+    assert (out / "image.onnx").stat().st_size < (float_model / "image.onnx").stat().st_size - 0.9 * saved
+    pixels = list(np.random.default_rng(2).integers(0, 256, (6, 40, 40, 3), dtype=np.uint8))
+    halved, reference = load_model(out, provider="cpu"), load_model(float_model, provider="cpu")
+    embedded = halved.embed_images(pixels)
+    assert not np.array_equal(embedded, reference.embed_images(pixels))  # the weights were rounded ...
+    assert float((embedded * reference.embed_images(pixels)).sum(1).min()) > 0.999  # ... and no more than that
+    assert batch_drift(halved, CAPTIONS, pixels) < 1e-5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["export"]["float16_weights"]["initializers"]["image.onnx"] == len(halves)
+
+    # a folder with nothing left to do for either change is refused, in one sentence
+    again = tmp_path / "again"
+    assert main(["--model", str(out), "--data", str(ucm_slice), "--out", str(again), "--image-fp16"]) == 2
+    assert "no float32 image weights" in capsys.readouterr().err and not again.exists()
