@@ -105,7 +105,9 @@ bench-scale: setup
 #    against their captions; the image tower is kept byte for byte); a few minutes;
 # 3. two more 128 px members with 4 more EfficientNet blocks trained (--unlocked-image-groups 10, seed 1,
 #    12 epochs): one on UCM-Captions alone (about 10 minutes), one with the tag captions and AID as in 1
-#    (about 16 minutes); the pair and these two ensembled 0.5/0.25/0.25 and re-aligned again.
+#    (about 16 minutes); the pair and these two ensembled 0.5/0.25/0.25 and re-aligned again;
+# 4. training.quantize --image-fp16 stores the image tower's weights as float16 (computed in float32:
+#    half the file, as fast).
 # Each is exported with a weight-only int8 text tower (identical in all, so the ensemble stores and runs it once).
 # MODEL_THREADS: torch CPU threads.
 MODEL_RUN ?= runs/rs-default-224
@@ -115,6 +117,7 @@ MODEL_RUN_AID ?= runs/rs-default-128-aid
 MODEL_ENSEMBLE ?= runs/rs-default-ensemble
 MODEL_PAIR ?= runs/rs-default-pair
 MODEL_ENSEMBLE3 ?= runs/rs-default-ensemble3
+MODEL_REALIGNED ?= runs/rs-default-realigned
 MODEL_THREADS ?= 2
 UCM_CAPTIONS = $(SHARED)/data/ucm_captions/dataset.json
 UCM_TAGS = $(SHARED)/data/ucm_captions/multilabels.tsv
@@ -144,4 +147,6 @@ model: setup
 	$(PY) -m training.export --checkpoint $(MODEL_RUN_AID)/best.pt --out $(MODEL_RUN_AID)/model $(MODEL_EXPORT)
 	$(PY) -m training.ensemble --member $(MODEL_PAIR) --member $(MODEL_RUN_G10)/model \
 	    --member $(MODEL_RUN_AID)/model --weights 0.5,0.25,0.25 $(MODEL_PROJECT) --out $(MODEL_ENSEMBLE3)
-	$(PY) -m training.realign --model $(MODEL_ENSEMBLE3) $(MODEL_REALIGN) --out resources/models/rs-default
+	$(PY) -m training.realign --model $(MODEL_ENSEMBLE3) $(MODEL_REALIGN) --out $(MODEL_REALIGNED)
+	$(PY) -m training.quantize --model $(MODEL_REALIGNED) --image-fp16 --data $(UCM_CAPTIONS) --split val \
+	    --out resources/models/rs-default --overwrite

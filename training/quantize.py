@@ -221,7 +221,10 @@ def convert_dir(model_dir: Path, out: Path, data: Path, *, split: str = "val", o
             [base.embed_texts([c]) for c in captions])).sum(1).min())
         images = converted.embed_images(pixels)
         image_cosine = float((images * base.embed_images(pixels)).sum(1).min())
-        if drift > BATCH_TOLERANCE or cosine < MIN_COSINE or image_cosine < MIN_FP16_COSINE:
+        # float16 storage alone rounds the weights; an int8 image tower made weight-only also drops the
+        # rounding of its activations, and is held to the text tower's bound
+        image_bound = MIN_COSINE if IMAGE_FILE in rewritten else MIN_FP16_COSINE
+        if drift > BATCH_TOLERANCE or cosine < MIN_COSINE or image_cosine < image_bound:
             raise ExportError(f"the converted model is not what it should be: batch drift {drift:.2e}, "
                               f"worst cosine to the original {cosine:.3f} (captions), {image_cosine:.4f} (images)")
         plain, reranked = retrieval_scores(images, records, converted.embed_texts, rerank=True)
