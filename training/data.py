@@ -237,7 +237,7 @@ class Augment:
 
 
 class CaptionDataset(torch.utils.data.Dataset):
-    """One item per image: (pixels [3,S,S], token ids [L], positive group, class label).
+    """One item per image: (pixels [3,S,S], token ids [L], positive group, class label, caption index).
 
     Each epoch visits every image once with one of its captions drawn at random (seeded by
     ``seed``, the epoch and the index, so runs and resumed runs are reproducible). The positive
@@ -265,13 +265,24 @@ class CaptionDataset(torch.utils.data.Dataset):
             if record.pixels is None:
                 record.pixels = load_image(record.path, cache_size_px)
         self.caption_offsets = np.cumsum([0] + [len(r.captions) for r in records])
-        self.tokens = tokenize([c for r in records for c in r.captions])
+        captions, self.caption_owner = flat_captions(records)
+        texts: dict[str, int] = {}
+        self.caption_text = np.array([texts.setdefault(c, len(texts)) for c in captions], dtype=np.int64)
+        self._has_text = set(zip(self.caption_owner.tolist(), self.caption_text.tolist()))
+        self.tokens = tokenize(captions)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def caption_positives(self, captions: torch.Tensor) -> torch.Tensor:
+        """[B, B]: 1 where caption j's text is word for word also one of image i's captions, for the
+        items whose drawn captions are ``captions`` (flat caption indices, as items return them)."""
+        indices = captions.cpu().numpy()
+        owners, texts = self.caption_owner[indices].tolist(), self.caption_text[indices].tolist()
+        return torch.tensor([[float((o, t) in self._has_text) for t in texts] for o in owners])
 
     def __getitem__(self, index: int):
         rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -281,7 +292,7 @@ class CaptionDataset(torch.utils.data.Dataset):
             pixels = self.augment(pixels, rng)
         caption = self.caption_offsets[index] + int(rng.integers(0, len(record.captions)))
         batch = torch.from_numpy(preprocess([pixels], self.image_spec)[0])
-        return batch, self.tokens[caption], int(self.groups[index]), record.label
+        return batch, self.tokens[caption], int(self.groups[index]), record.label, int(caption)
 
 
 def flat_captions(records: list[ImageRecord]) -> tuple[list[str], np.ndarray]:

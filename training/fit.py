@@ -244,7 +244,7 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
         sums: dict[str, float] = {}
         batches, started = 0, time.time()
         progress = _progress(loader, p.progress and rank == 0, f"epoch {epoch + 1}/{p.epochs}")
-        for pixels, tokens, image_ids, class_labels in progress:
+        for pixels, tokens, image_ids, class_labels, captions in progress:
             pixels, tokens = pixels.to(device, non_blocking=True), tokens.to(device, non_blocking=True)
             with autocast():
                 image_features, text_features, logit_scale = trained(pixels, tokens)[:3]
@@ -260,6 +260,8 @@ def fit(p: FitParams, command: str | None = None) -> dict[str, Any]:
                     logit_scale.float(), _gather(image_ids.to(device), world, False),
                     _gather(class_labels.to(device), world, False),
                     *(None if f is None else f.float() for f in momentum_features),
+                    train_set.caption_positives(_gather(captions.to(device), world, False)).to(device)
+                    if p.caption_positives else None,
                 )  # fmt: skip
                 loss, parts = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,8 @@ class LossBatch:
     image_ids: [B] identity of each pair's image. labels: [B] class index, -1 when unknown.
     momentum_image_features, momentum_text_features: [B, D] from the momentum encoders (no
     gradient), present when an objective has ``needs_momentum``.
+    caption_positives: [B, B] or None: 1 where caption j is, word for word, also one of image i's own
+    captions (datasets repeat captions across the images of a class); InfoNCE then counts it a positive.
     """
 
     image_features: Tensor
@@ -41,6 +43,7 @@ class LossBatch:
     labels: Tensor | None = None
     momentum_image_features: Tensor | None = None
     momentum_text_features: Tensor | None = None
+    caption_positives: Tensor | None = None
 
 
 def _same(ids_a: Tensor, ids_b: Tensor) -> Tensor:
@@ -50,9 +53,10 @@ def _same(ids_a: Tensor, ids_b: Tensor) -> Tensor:
 class InfoNCE(nn.Module):
     """Symmetric InfoNCE (CLIP) with learnable temperature tau = 1 / logit_scale.
 
-    With s_ij = logit_scale * <v_i, t_j> and y_ij = [img_i == img_j] / sum_k [img_i == img_k]:
+    With s_ij = logit_scale * <v_i, t_j>, positives P_ij = [img_i == img_j] (or caption j is also one of
+    image i's captions, with ``caption_positives``), y = P normalised over each row and y' = P^T likewise:
 
-        L = 1/2 * ( mean_i CE(softmax_j s_ij, y_i.) + mean_j CE(softmax_i s_ij, y_.j) )
+        L = 1/2 * ( mean_i CE(softmax_j s_ij, y_i.) + mean_j CE(softmax_i s_ji^T, y'_j.) )
 
     which is the usual cross-entropy over the diagonal when each image occurs once.
     """
@@ -61,10 +65,11 @@ class InfoNCE(nn.Module):
 
     def forward(self, batch: LossBatch) -> Tensor:
         logits = batch.logit_scale * batch.image_features @ batch.text_features.T
-        targets = _same(batch.image_ids, batch.image_ids)
-        targets = targets / targets.sum(dim=1, keepdim=True)
-        i2t = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-        t2i = -(targets.T * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+        positives = _same(batch.image_ids, batch.image_ids)
+        if batch.caption_positives is not None:
+            positives = torch.maximum(positives, batch.caption_positives.to(positives.dtype))
+        i2t = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        t2i = -(positives.T / positives.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
         return (i2t + t2i) / 2
 
 

@@ -96,6 +96,7 @@ class FitParams:
     tags: str | None = None
     tag_captions: int = 0
     select: str = "mR"
+    caption_positives: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,6 +145,9 @@ def fit_parser() -> ArgumentParser:
                    help="with --lock-image: train the last N layer groups of the image tower")
     g = parser.add_argument_group("objectives (weights; 0 disables)")
     g.add_argument("--infonce-weight", type=float, default=1.0, help="symmetric InfoNCE")
+    g.add_argument("--caption-positives", action="store_true",
+                   help="InfoNCE: a caption that is word for word one of another image's captions in the batch "
+                        "is a positive of that image too, not a negative (UCM repeats captions within a class)")
     g.add_argument("--bdm-weight", type=float, default=0.0, help="momentum queues + distribution matching")
     g.add_argument("--triplet-weight", type=float, default=0.0, help="hardest-negative triplet + intra-class term")
     g.add_argument("--intra-weight", type=float, default=0.1, help="intra-class term inside the triplet objective")

@@ -80,3 +80,34 @@ def test_params_validation(shared_data: Path, tmp_path: Path) -> None:
     for argv, message in bad:
         with pytest.raises(ParamsError, match=message):
             parse_fit_params(argv)
+
+
+def test_caption_positives_mark_the_captions_an_image_also_has_word_for_word(shared_data: Path) -> None:
+    import torch
+
+    from training.data import CaptionDataset
+    from training.models import image_spec_for, make_tokenizer, tokenizer_spec_for
+    from training.testing import tiny_model_config
+
+    records = load_records(shared_data / "ucm_captions" / "dataset.json", "val", None)
+    owners: dict[str, set[int]] = {}
+    for index, record in enumerate(records):
+        for caption in record.captions:
+            owners.setdefault(caption, set()).add(index)
+    shared = next(c for c, images in owners.items() if len(images) > 1)  # UCM repeats captions across images
+    a, b = sorted(owners[shared])[:2]
+    other = next(i for i in range(len(records)) if shared not in records[i].captions)
+    picked = [records[a], records[b], records[other]]
+    cfg = tiny_model_config()
+    dataset = CaptionDataset(picked, make_tokenizer(tokenizer_spec_for(cfg)), image_spec_for(cfg), cache_size_px=16)
+    offsets = dataset.caption_offsets
+    flat = [c for r in picked for c in r.captions]
+    # image 0 drew its copy of the shared caption, image 1 its own copy, image 2 its first caption
+    drawn = torch.tensor([offsets[0] + picked[0].captions.index(shared), offsets[1] + picked[1].captions.index(shared),
+                          offsets[2]])  # fmt: skip
+    positives = dataset.caption_positives(drawn)
+    expected = torch.tensor([[float(flat[int(j)] in picked[i].captions) for j in drawn] for i in range(3)])
+    assert torch.equal(positives, expected)
+    assert positives[0, 1] == 1 and positives[1, 0] == 1 and positives[2, 0] == 0 and positives.diagonal().all()
+    item = dataset[1]
+    assert len(item) == 5 and offsets[1] <= item[4] < offsets[2]  # the drawn caption's index comes with the item

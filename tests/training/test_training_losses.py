@@ -118,3 +118,19 @@ def test_gradient_descent_lowers_each_objective(loss) -> None:
         optimizer.step()
         values.append(float(value.detach()))
     assert values[-1] < 0.5 * values[0]
+
+
+def test_infonce_caption_positives_by_hand() -> None:
+    # Caption 1 is word for word also one of image 0's captions: image 0 has two positives (captions 0 and 1),
+    # caption 1 two (images 0 and 1); each direction's targets are uniform over the positives of its row.
+    v, t = E, torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    positives = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    logits = 3.0 * v @ t.T
+    i2t = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    t2i = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    expected = (-(i2t * F.log_softmax(logits, 1)).sum(1).mean() - (t2i * F.log_softmax(logits.T, 1)).sum(1).mean()) / 2
+    loss = InfoNCE()(_batch(v, t, scale=3.0, caption_positives=positives))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    plain = InfoNCE()(_batch(v, t, scale=3.0))
+    assert float(loss) != pytest.approx(float(plain), rel=1e-3)  # the repeated caption is no longer a negative
+    assert float(InfoNCE()(_batch(v, t, scale=3.0, caption_positives=torch.eye(2)))) == pytest.approx(float(plain))
