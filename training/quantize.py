@@ -1,6 +1,6 @@
 """Weight-only int8 towers, whose embedding of an input does not depend on what else is in the batch.
 
-    python -m training.quantize --model runs/old-int8 --out resources/models/NAME [--overwrite]
+    python -m training.quantize --model runs/old-int8 --out resources/models/NAME [--overwrite] [--image-fp16]
 
 ONNX Runtime's ``quantize_dynamic`` stores MatMul weights in int8 (per output channel) and, at run time,
 quantises each MatMul's *activations* with one scale for the whole input tensor
@@ -21,6 +21,9 @@ the text tower is quantised, as ``make model`` does.
 
 ``training.export --quantize int8`` writes towers this way; this command converts a model directory
 exported before (its image embeddings, when the image tower is not quantised, stay bit for bit the same).
+
+``--image-fp16`` (:func:`float16_weights`) also stores the image tower's float32 weights as float16, read
+back through casts that ONNX Runtime folds at load: half the file, computed in float32, as fast.
 """
 
 from __future__ import annotations
