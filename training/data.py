@@ -266,8 +266,7 @@ class CaptionDataset(torch.utils.data.Dataset):
                 record.pixels = load_image(record.path, cache_size_px)
         self.caption_offsets = np.cumsum([0] + [len(r.captions) for r in records])
         captions, self.caption_owner = flat_captions(records)
-        texts: dict[str, int] = {}
-        self.caption_text = np.array([texts.setdefault(c, len(texts)) for c in captions], dtype=np.int64)
+        self.caption_text = np.unique(np.asarray(captions, dtype=object), return_inverse=True)[1].reshape(-1)
         self._has_text = set(zip(self.caption_owner.tolist(), self.caption_text.tolist()))
         self.tokens = tokenize(captions)
 

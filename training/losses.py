@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LossBatch", "InfoNCE", "BidirectionalDistributionMatching", "TripletIntraClass", "CombinedLoss"]
+__all__ = ["LossBatch", "positives_cross_entropy", "InfoNCE", "BidirectionalDistributionMatching",
+           "TripletIntraClass", "CombinedLoss"]
 
 
 @dataclass
@@ -50,6 +51,14 @@ def _same(ids_a: Tensor, ids_b: Tensor) -> Tensor:
     return (ids_a[:, None] == ids_b[None, :]).float()
 
 
+def positives_cross_entropy(logits: Tensor, positives: Tensor) -> Tensor:
+    """Symmetric cross-entropy of ``logits`` [images, captions] against ``positives`` (1 for a match; a
+    row may have several): each direction's targets are uniform over the positives of its own row."""
+    i2t = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    t2i = -(positives.T / positives.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return (i2t + t2i) / 2
+
+
 class InfoNCE(nn.Module):
     """Symmetric InfoNCE (CLIP) with learnable temperature tau = 1 / logit_scale.
 
@@ -68,9 +77,7 @@ class InfoNCE(nn.Module):
         positives = _same(batch.image_ids, batch.image_ids)
         if batch.caption_positives is not None:
             positives = torch.maximum(positives, batch.caption_positives.to(positives.dtype))
-        i2t = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-        t2i = -(positives.T / positives.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
-        return (i2t + t2i) / 2
+        return positives_cross_entropy(logits, positives)
 
 
 class BidirectionalDistributionMatching(nn.Module):

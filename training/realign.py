@@ -67,6 +67,8 @@ def fit_text_map(images: np.ndarray, texts: np.ndarray, caption_text: np.ndarray
     import torch
     import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
+    from .losses import positives_cross_entropy
+
     generator = torch.Generator().manual_seed(seed)
     views, n_images, dim = images.shape
     image_t, text_t = torch.from_numpy(images), torch.from_numpy(np.ascontiguousarray(texts, dtype=np.float32))
@@ -98,9 +100,7 @@ def fit_text_map(images: np.ndarray, texts: np.ndarray, caption_text: np.ndarray
             caption = caption_text_t[picks]
             view = torch.randint(views, (len(ids),), generator=generator)
             logits = log_scale.exp() * image_t[view, ids] @ F.normalize(head(text_t[caption]), dim=1).T
-            positive = has[ids][:, caption].float()  # [images, captions]; the diagonal is always set
-            loss = (F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
-                    + F.cross_entropy(logits.T, positive.T / positive.T.sum(1, keepdim=True))) / 2
+            loss = positives_cross_entropy(logits, has[ids][:, caption].float())  # the diagonal is always set
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
